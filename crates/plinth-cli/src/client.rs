@@ -1,0 +1,173 @@
+//! A small HTTP client for the Plinth API: finds the server and token, sends JSON, and turns
+//! error responses into messages and exit codes.
+
+use std::path::PathBuf;
+
+use plinth_types::ApiError;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::Conn;
+
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
+
+/// A failed command: what to print and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub details: Vec<String>,
+    pub exit_code: i32,
+}
+
+impl Failure {
+    pub fn new(exit_code: i32, message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            details: Vec::new(),
+            exit_code,
+        }
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure {
+            message: format!("{} ({})", e.message, e.code),
+            details: e.details,
+            exit_code: e.code.exit_code(),
+        }
+    }
+}
+
+pub type CmdResult = Result<i32, Failure>;
+
+/// What `plinth login` saves.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Saved {
+    pub server: Option<String>,
+    pub token: Option<String>,
+}
+
+pub fn saved_path() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("PLINTH_CONFIG_DIR") {
+        return Some(PathBuf::from(dir).join("credentials.json"));
+    }
+    let base = std::env::var("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .ok()?;
+    Some(base.join("plinth").join("credentials.json"))
+}
+
+pub fn load_saved() -> Saved {
+    saved_path()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    pub server: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(conn: &Conn) -> Self {
+        let saved = load_saved();
+        let server = conn
+            .server
+            .clone()
+            .or(saved.server)
+            .unwrap_or_else(|| DEFAULT_SERVER.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        let token = conn.token.clone().or(saved.token);
+        Client {
+            http: reqwest::Client::new(),
+            server,
+            token,
+        }
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{path}", self.server));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Failure> {
+        let resp = req.send().await.map_err(|e| {
+            Failure::new(
+                7,
+                format!(
+                    "cannot reach the server at {}: {}",
+                    self.server,
+                    root_cause(&e)
+                ),
+            )
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| {
+            Failure::new(7, format!("reading the response from {}: {e}", self.server))
+        })?;
+        if !status.is_success() {
+            if let Ok(err) = serde_json::from_slice::<ApiError>(&bytes) {
+                return Err(err.into());
+            }
+            return Err(Failure::new(
+                1,
+                format!(
+                    "server answered {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                ),
+            ));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Failure::new(1, format!("unexpected response from {}: {e}", self.server)))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Failure> {
+        self.send(self.request(reqwest::Method::POST, path).json(body))
+            .await
+    }
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Percent-encodes one URL path segment or query value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,189 @@
+//! The `plinth` binary: `serve` and `up` run the platform; every other subcommand is a client of
+//! its HTTP API. Exit codes: 0 ok, 1 unexpected, 2 usage, 3 invalid input, 4 not allowed
+//! (authentication or permission), 5 not found, 6 conflict, 7 server unreachable or unavailable,
+//! 8 audit verification found tampering.
+
+mod client;
+mod commands;
+mod output;
+mod up;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "plinth",
+    version,
+    about = "Plinth: the platform under production AI"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the server is and who we are; shared by every client command.
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// Server URL (default: the one saved by `plinth login`, else http://127.0.0.1:7878).
+    #[arg(long, env = "PLINTH_SERVER", global = true)]
+    server: Option<String>,
+    /// Bearer token (default: the one saved by `plinth login`).
+    #[arg(long, env = "PLINTH_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Output: table for people, json or yaml for scripts.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server: API, console and controllers on one port.
+    Serve(ServeArgs),
+    /// Run the server with the demo workspace applied, and print the console URL and token.
+    Up(up::UpArgs),
+    /// Check a server and token, and save them for later commands.
+    Login {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show who the token belongs to.
+    Whoami {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Counts of pools, teams, queues and capacity.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Create or update resources from YAML files or directories (atomic: all or nothing).
+    Apply {
+        /// A YAML file (several documents allowed) or a directory of them; `-` for stdin.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Show what would change without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List resources of a kind, or show one.
+    Get {
+        kind: String,
+        name: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show one resource in full, with its recent audit events.
+    Describe {
+        kind: String,
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete a resource.
+    Delete {
+        kind: String,
+        name: String,
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(commands::TokenCmd),
+    /// Read and verify the audit log.
+    #[command(subcommand)]
+    Audit(commands::AuditCmd),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// YAML config file (also PLINTH_CONFIG).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory for the embedded store and local state [default: ./plinth-data] (also PLINTH_DATA_DIR).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address for the API and console [default: 127.0.0.1:7878] (also PLINTH_LISTEN).
+    #[arg(long)]
+    listen: Option<String>,
+    /// postgres://... to keep state in PostgreSQL instead of SQLite (also PLINTH_DATABASE_URL).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// text or json (also PLINTH_LOG_FORMAT).
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Log filter such as info or plinth=debug (also PLINTH_LOG).
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+impl ServeArgs {
+    pub fn overrides(&self) -> plinth_config::ServerOverrides {
+        plinth_config::ServerOverrides {
+            config_file: self.config.clone(),
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            log_format: self.log_format.clone(),
+            log_level: self.log_level.clone(),
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Serve(args) => commands::serve(args).await,
+        Command::Up(args) => up::up(args).await,
+        Command::Login { conn } => commands::login(conn).await,
+        Command::Whoami { conn } => commands::whoami(conn).await,
+        Command::Status { conn } => commands::status(conn).await,
+        Command::Apply {
+            files,
+            dry_run,
+            conn,
+        } => commands::apply(conn, files, dry_run).await,
+        Command::Get { kind, name, conn } => commands::get(conn, kind, name).await,
+        Command::Describe { kind, name, conn } => commands::describe(conn, kind, name).await,
+        Command::Delete {
+            kind,
+            name,
+            dry_run,
+            conn,
+        } => commands::delete(conn, kind, name, dry_run).await,
+        Command::Token(cmd) => commands::token(cmd).await,
+        Command::Audit(cmd) => commands::audit(cmd).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            for d in &e.details {
+                eprintln!("  {d}");
+            }
+            e.exit_code
+        }
+    }
+}

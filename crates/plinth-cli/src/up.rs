@@ -1,0 +1,233 @@
+//! `plinth up`: the server on an embedded store plus the demo workspace, sized to this machine.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use plinth_types::api::{ApplyRequest, ApplyResponse, SourcedDocument};
+
+use crate::client::{Client, CmdResult, Failure};
+use crate::{Conn, output};
+
+/// The demo workspace shipped in the binary (the same files as `examples/workspace/`).
+const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "examples/workspace/10-teams.yaml",
+        include_str!("../../../examples/workspace/10-teams.yaml"),
+    ),
+    (
+        "examples/workspace/20-queues.yaml",
+        include_str!("../../../examples/workspace/20-queues.yaml"),
+    ),
+];
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Directory for the embedded store; reused on the next `plinth up`.
+    #[arg(long, default_value = "./plinth-data")]
+    data_dir: PathBuf,
+    /// Address for the API and console.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: String,
+    /// A directory of resource YAML to apply instead of the built-in demo workspace.
+    #[arg(long)]
+    examples: Option<PathBuf>,
+}
+
+/// The machine's accelerators or CPUs, as the `local` pool.
+fn local_pool() -> serde_json::Value {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| (kb / 1024 / 1024).max(1))
+        .unwrap_or(1);
+    let mut spec = serde_json::json!({
+        "backend": "local",
+        "nodes": 1,
+        "cpusPerNode": cpus,
+        "memoryGibPerNode": mem_gib,
+        "procurement": "on_demand",
+        "pricePerNodeHour": 0.1,
+    });
+    if let Some((kind, count, mem)) = detect_gpus() {
+        spec["accelerator"] = serde_json::json!({"type": kind, "count": count, "memoryGib": mem});
+        spec["pricePerGpuHour"] = serde_json::json!(2.0);
+    }
+    serde_json::json!({
+        "apiVersion": "plinth/v1",
+        "kind": "Pool",
+        "metadata": {"name": "local", "labels": {"source": "plinth-up"}},
+        "spec": spec,
+    })
+}
+
+/// NVIDIA GPUs as the NVIDIA driver's management library reports them (through nvidia-smi),
+/// or `None` on a machine without a driver.
+fn detect_gpus() -> Option<(String, usize, u64)> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name,memory.total",
+            "--format=csv,noheader,nounits",
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let gpus: Vec<(String, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let (name, mem) = l.split_once(',')?;
+            let kind = name.trim().to_ascii_lowercase().replace(' ', "-");
+            let kind = if kind.starts_with("nvidia") {
+                kind
+            } else {
+                format!("nvidia-{kind}")
+            };
+            Some((kind, mem.trim().parse::<u64>().ok()? / 1024))
+        })
+        .collect();
+    let (kind, mem) = gpus.first()?.clone();
+    Some((kind, gpus.len(), mem))
+}
+
+fn read_token_file(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+pub async fn up(args: UpArgs) -> CmdResult {
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| Failure::new(3, format!("cannot create {}: {e}", args.data_dir.display())))?;
+    // The demo keeps its admin token in the data dir (mode 0600) so every `plinth up` can print it.
+    let token_path = args.data_dir.join("admin-token");
+    let token = match read_token_file(&token_path) {
+        Some(t) => t,
+        None => {
+            let (t, _) =
+                plinth_core::generate_token().map_err(|e| Failure::new(1, e.to_string()))?;
+            write_private(&token_path, &t).map_err(|e| {
+                Failure::new(1, format!("cannot write {}: {e}", token_path.display()))
+            })?;
+            t
+        }
+    };
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k != "PLINTH_DATABASE_URL")
+        .collect();
+    let overrides = plinth_config::ServerOverrides {
+        listen: Some(args.listen.clone()),
+        data_dir: Some(args.data_dir.clone()),
+        ..Default::default()
+    };
+    let mut config = plinth_config::ServerConfig::load(&env, overrides)
+        .map_err(|e| Failure::new(3, e.to_string()))?;
+    config.bootstrap_token = Some(token.clone());
+    plinth_server::init_logging(config.log_format, "warn");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(plinth_server::serve(config, move |s| {
+        let _ = tx.send(s.addr);
+    }));
+    let addr = match rx.await {
+        Ok(a) => a,
+        Err(_) => {
+            let msg = match server.await {
+                Ok(Err(e)) => e.to_string(),
+                _ => "the server stopped during start-up".to_string(),
+            };
+            return Err(Failure::new(7, msg));
+        }
+    };
+    let url = format!("http://{addr}");
+    let conn = Conn {
+        server: Some(url.clone()),
+        token: Some(token.clone()),
+        output: output::Format::Table,
+    };
+    let client = Client::new(&conn);
+    let mut documents = vec![SourcedDocument {
+        file: Some("plinth up (this machine)".into()),
+        index: Some(1),
+        document: local_pool(),
+    }];
+    documents.extend(example_documents(args.examples.as_deref())?);
+    let applied: ApplyResponse = client.post("/api/v1/apply", &ApplyRequest { documents, dry_run: false }).await.map_err(|e| {
+        if e.exit_code == 4 {
+            Failure::new(4, format!("{}; the data dir {} was set up with another admin token: remove it or use `plinth serve`", e.message, args.data_dir.display()))
+        } else {
+            e
+        }
+    })?;
+    println!("plinth: demo workspace applied:");
+    crate::commands::print_apply(&applied);
+    println!();
+    println!("plinth: listening on {url}");
+    println!("plinth: console at {url}/console");
+    println!("plinth: admin token: {token}");
+    println!("plinth: for the CLI: export PLINTH_SERVER={url} PLINTH_TOKEN={token}");
+    println!("plinth: press Ctrl-C to stop");
+    match server.await {
+        Ok(Ok(())) => Ok(0),
+        Ok(Err(e)) => Err(Failure::new(7, e.to_string())),
+        Err(e) => Err(Failure::new(1, format!("server task failed: {e}"))),
+    }
+}
+
+fn example_documents(dir: Option<&Path>) -> Result<Vec<SourcedDocument>, Failure> {
+    let mut out = Vec::new();
+    match dir {
+        Some(d) => {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(d)
+                .map_err(|e| Failure::new(3, format!("{}: {e}", d.display())))?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .collect();
+            files.sort();
+            for f in files {
+                let text = std::fs::read_to_string(&f)
+                    .map_err(|e| Failure::new(3, format!("{}: {e}", f.display())))?;
+                out.extend(
+                    plinth_config::parse_yaml_documents(&text, &f.display().to_string())
+                        .map_err(|e| Failure::new(3, e.to_string()))?,
+                );
+            }
+        }
+        None => {
+            for (name, text) in EMBEDDED {
+                out.extend(
+                    plinth_config::parse_yaml_documents(text, name)
+                        .map_err(|e| Failure::new(3, e.to_string()))?,
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    use std::io::Write;
+    opts.open(path)?.write_all(text.as_bytes())
+}

@@ -1,0 +1,318 @@
+//! `plinth serve` configuration: defaults < config file < `PLINTH_*` environment < flags.
+//! The environment is passed in as a map so tests need not touch the process environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{source_name}: {message}")]
+    Invalid {
+        source_name: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The config file (YAML). Every field is optional; unknown fields are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+    max_body_bytes: Option<u64>,
+    shutdown_grace_seconds: Option<u64>,
+}
+
+/// Values given as command-line flags; they win over everything else.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOverrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+}
+
+/// The validated server configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://<data_dir>/plinth.db` unless a database URL was given.
+    pub database_url: String,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub max_body_bytes: usize,
+    pub shutdown_grace_seconds: u64,
+    /// The first admin token, supplied instead of generating one (`PLINTH_BOOTSTRAP_TOKEN`).
+    pub bootstrap_token: Option<String>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+pub const DEFAULT_DATA_DIR: &str = "./plinth-data";
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
+
+impl ServerConfig {
+    /// Resolves the configuration from flags, environment and the config file named by
+    /// `--config` or `PLINTH_CONFIG`.
+    pub fn load(
+        env: &BTreeMap<String, String>,
+        flags: ServerOverrides,
+    ) -> Result<Self, ConfigError> {
+        let file_path = flags
+            .config_file
+            .clone()
+            .or_else(|| env.get("PLINTH_CONFIG").map(PathBuf::from));
+        let file = match &file_path {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        let file_name = file_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        // Pick the value and remember where it came from, for error messages.
+        fn pick<T: Clone>(
+            flag: Option<T>,
+            env: Option<T>,
+            file: Option<T>,
+            names: (&str, &str, &str),
+        ) -> (Option<T>, String) {
+            if let Some(v) = flag {
+                return (Some(v), names.0.to_string());
+            }
+            if let Some(v) = env {
+                return (Some(v), names.1.to_string());
+            }
+            (file, names.2.to_string())
+        }
+        let e = |k: &str| env.get(k).cloned().filter(|v| !v.is_empty());
+        let cfg_field = |f: &str| format!("config file {file_name}: {f}");
+
+        let (listen, src) = pick(
+            flags.listen,
+            e("PLINTH_LISTEN"),
+            file.listen,
+            ("--listen", "PLINTH_LISTEN", &cfg_field("listen")),
+        );
+        let listen_text = listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| ConfigError::Invalid {
+            source_name: src,
+            message: format!("{listen_text:?} is not an address such as 127.0.0.1:7878"),
+        })?;
+
+        let (data_dir, _) = pick(
+            flags.data_dir,
+            e("PLINTH_DATA_DIR").map(PathBuf::from),
+            file.data_dir,
+            ("", "", ""),
+        );
+        let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+
+        let (database_url, src) = pick(
+            flags.database_url,
+            e("PLINTH_DATABASE_URL"),
+            file.database_url,
+            (
+                "--database-url",
+                "PLINTH_DATABASE_URL",
+                &cfg_field("database_url"),
+            ),
+        );
+        let database_url = match database_url {
+            Some(u)
+                if u.starts_with("sqlite:")
+                    || u.starts_with("postgres://")
+                    || u.starts_with("postgresql://") =>
+            {
+                u
+            }
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    source_name: src,
+                    message: "must start with sqlite:, postgres:// or postgresql://".into(),
+                });
+            }
+            None => format!("sqlite://{}", data_dir.join("plinth.db").display()),
+        };
+
+        let (log_format, src) = pick(
+            flags.log_format,
+            e("PLINTH_LOG_FORMAT"),
+            file.log_format,
+            (
+                "--log-format",
+                "PLINTH_LOG_FORMAT",
+                &cfg_field("log_format"),
+            ),
+        );
+        let log_format = match log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    source_name: src,
+                    message: format!("unknown log format {other:?}; use text or json"),
+                });
+            }
+        };
+        let (log_level, _) = pick(
+            flags.log_level,
+            e("PLINTH_LOG"),
+            file.log_level,
+            ("", "", ""),
+        );
+        let log_level = log_level.unwrap_or_else(|| "info".to_string());
+
+        let env_body = match e("PLINTH_MAX_BODY_BYTES") {
+            Some(v) => Some(v.parse::<u64>().map_err(|_| ConfigError::Invalid {
+                source_name: "PLINTH_MAX_BODY_BYTES".into(),
+                message: format!("{v:?} is not a number of bytes"),
+            })?),
+            None => None,
+        };
+        let max_body_bytes = env_body
+            .or(file.max_body_bytes)
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                source_name: "max_body_bytes".into(),
+                message: format!("{max_body_bytes} is too small; use at least 1024"),
+            });
+        }
+        Ok(ServerConfig {
+            listen,
+            data_dir,
+            database_url,
+            log_format,
+            log_level,
+            max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+            shutdown_grace_seconds: file.shutdown_grace_seconds.unwrap_or(10),
+            bootstrap_token: e("PLINTH_BOOTSTRAP_TOKEN"),
+        })
+    }
+}
+
+fn read_file(p: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+        path: p.display().to_string(),
+        message: e.to_string(),
+    })?;
+    yaml_serde::from_str::<Option<FileConfig>>(&text)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| ConfigError::Parse {
+            path: p.display().to_string(),
+            message: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ServerConfig::load(&env(&[]), ServerOverrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7878");
+        assert_eq!(c.database_url, "sqlite://./plinth-data/plinth.db");
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let dir = tempfile_dir();
+        let f = dir.join("plinth.yaml");
+        std::fs::write(
+            &f,
+            "listen: 127.0.0.1:1\nlog_format: json\nmax_body_bytes: 2048\n",
+        )
+        .unwrap();
+        let e = env(&[
+            ("PLINTH_CONFIG", f.to_str().unwrap()),
+            ("PLINTH_LISTEN", "127.0.0.1:2"),
+        ]);
+        let c = ServerConfig::load(&e, ServerOverrides::default()).unwrap();
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.max_body_bytes, 2048);
+        let flags = ServerOverrides {
+            listen: Some("127.0.0.1:3".into()),
+            ..Default::default()
+        };
+        assert_eq!(ServerConfig::load(&e, flags).unwrap().listen.port(), 3);
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let err = ServerConfig::load(
+            &env(&[("PLINTH_LISTEN", "nowhere")]),
+            ServerOverrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "PLINTH_LISTEN: \"nowhere\" is not an address such as 127.0.0.1:7878"
+        );
+        let err = ServerConfig::load(
+            &env(&[("PLINTH_DATABASE_URL", "mysql://x")]),
+            ServerOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("PLINTH_DATABASE_URL: must start with"),
+            "{err}"
+        );
+        let dir = tempfile_dir();
+        let f = dir.join("c.yaml");
+        std::fs::write(&f, "lisen: x\n").unwrap();
+        let flags = ServerOverrides {
+            config_file: Some(f),
+            ..Default::default()
+        };
+        let err = ServerConfig::load(&env(&[]), flags).unwrap_err();
+        assert!(err.to_string().contains("unknown field `lisen`"), "{err}");
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "plinth-config-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn rand_suffix() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    }
+}

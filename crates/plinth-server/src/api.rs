@@ -1,0 +1,276 @@
+//! JSON API handlers under `/api/v1`, plus `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use plinth_types::api::{
+    ApplyRequest, ApplyResponse, CreateTokenRequest, CreatedToken, DeleteResponse, Overview, TokenInfo,
+};
+use plinth_types::audit::{AuditEvent, AuditFilter, AuditVerification};
+use plinth_types::{ErrorCode, Identity, ResourceView};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiErrorResponse;
+
+type ApiResult<T> = Result<Json<T>, ApiErrorResponse>;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/overview", get(overview))
+        .route("/api/v1/kinds", get(kinds))
+        .route("/api/v1/apply", post(apply))
+        .route("/api/v1/resources/{kind}", get(list_resources))
+        .route("/api/v1/resources/{kind}/{name}", get(get_resource).delete(delete_resource))
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .route("/api/v1/audit", get(audit_log))
+        .route("/api/v1/audit/verify", post(audit_verify))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+/// Readiness: the store answers.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
+    (status = 200, body = Health), (status = 503, body = plinth_types::ApiError)))]
+pub async fn readyz(State(s): State<AppState>) -> Result<Json<Health>, ApiErrorResponse> {
+    s.platform
+        .ready()
+        .await
+        .map_err(|e| ApiErrorResponse::new(ErrorCode::Unavailable, format!("store not ready: {e}")))?;
+    Ok(Json(Health { status: "ready".into() }))
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses(
+    (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    let text = s.metrics.render(&s).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// This OpenAPI document.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses(
+    (status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::openapi_json()).into_response()
+}
+
+/// The identity behind the bearer token.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "access", security(("bearer" = [])), responses(
+    (status = 200, body = Identity), (status = 401, body = plinth_types::ApiError)))]
+pub async fn whoami(Caller(who): Caller) -> Json<Identity> {
+    Json(who)
+}
+
+/// Counts of pools, teams, queues and capacity, and recent audit events.
+#[utoipa::path(get, path = "/api/v1/overview", tag = "resources", security(("bearer" = [])), responses(
+    (status = 200, body = Overview), (status = 401, body = plinth_types::ApiError)))]
+pub async fn overview(State(s): State<AppState>, Caller(who): Caller) -> ApiResult<Overview> {
+    Ok(Json(s.platform.overview(&who).await?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KindDescription {
+    pub kind: String,
+    pub plural: String,
+    pub aliases: Vec<String>,
+    /// `cluster` (admins change it) or `team` (the owning team's maintainers change it).
+    pub scope: String,
+    pub description: String,
+}
+
+/// The resource kinds this server understands.
+#[utoipa::path(get, path = "/api/v1/kinds", tag = "resources", security(("bearer" = [])), responses(
+    (status = 200, body = Vec<KindDescription>), (status = 401, body = plinth_types::ApiError)))]
+pub async fn kinds(_caller: Caller) -> Json<Vec<KindDescription>> {
+    Json(
+        plinth_config::kinds::KINDS
+            .iter()
+            .map(|k| KindDescription {
+                kind: k.name.into(),
+                plural: k.plural.into(),
+                aliases: k.aliases.iter().map(|a| a.to_string()).collect(),
+                scope: match k.scope {
+                    plinth_config::Scope::Cluster => "cluster".into(),
+                    plinth_config::Scope::Team => "team".into(),
+                },
+                description: k.description.into(),
+            })
+            .collect(),
+    )
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DryRunQuery {
+    /// Validate and show the diff without changing anything.
+    pub dry_run: Option<bool>,
+}
+
+/// Applies resource documents atomically: all are stored, or none.
+///
+/// The body is either JSON (`ApplyRequest`) or raw multi-document YAML
+/// (`Content-Type: application/yaml`, with `?dry_run=true` for a dry run).
+#[utoipa::path(post, path = "/api/v1/apply", tag = "resources", security(("bearer" = [])),
+    params(DryRunQuery),
+    request_body(content((ApplyRequest = "application/json"), (String = "application/yaml"))),
+    responses(
+        (status = 200, body = ApplyResponse),
+        (status = 400, body = plinth_types::ApiError, description = "an invalid document; nothing applied"),
+        (status = 401, body = plinth_types::ApiError),
+        (status = 403, body = plinth_types::ApiError),
+        (status = 409, body = plinth_types::ApiError),
+        (status = 413, body = plinth_types::ApiError)))]
+pub async fn apply(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Query(q): Query<DryRunQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<ApplyResponse> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let (documents, dry_run) = if content_type.contains("yaml") {
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| ApiErrorResponse::new(ErrorCode::InvalidArgument, "request body is not UTF-8 text"))?;
+        let docs = plinth_config::parse_yaml_documents(text, "request")
+            .map_err(|e| ApiErrorResponse::new(ErrorCode::InvalidArgument, e.to_string()))?;
+        (docs, q.dry_run.unwrap_or(false))
+    } else {
+        let req: ApplyRequest = parse_json(&body)?;
+        (req.documents, req.dry_run || q.dry_run.unwrap_or(false))
+    };
+    Ok(Json(s.platform.apply(&who, documents, dry_run).await?))
+}
+
+/// Parses a JSON body, naming the field that is wrong.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiErrorResponse> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = if path == "." || path.is_empty() {
+            format!("invalid JSON body: {inner}")
+        } else {
+            format!("invalid JSON body: {path}: {inner}")
+        };
+        ApiErrorResponse::new(ErrorCode::InvalidArgument, msg)
+    })
+}
+
+/// Every object of a kind the caller may read.
+#[utoipa::path(get, path = "/api/v1/resources/{kind}", tag = "resources", security(("bearer" = [])),
+    params(("kind" = String, Path, description = "kind, plural or alias: pool, pools, team, queue, ...")),
+    responses((status = 200, body = Vec<ResourceView>), (status = 400, body = plinth_types::ApiError),
+        (status = 401, body = plinth_types::ApiError)))]
+pub async fn list_resources(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(kind): Path<String>,
+) -> ApiResult<Vec<ResourceView>> {
+    Ok(Json(s.platform.list(&who, &kind).await?))
+}
+
+/// One object.
+#[utoipa::path(get, path = "/api/v1/resources/{kind}/{name}", tag = "resources", security(("bearer" = [])),
+    params(("kind" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = ResourceView), (status = 400, body = plinth_types::ApiError),
+        (status = 401, body = plinth_types::ApiError), (status = 403, body = plinth_types::ApiError),
+        (status = 404, body = plinth_types::ApiError)))]
+pub async fn get_resource(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((kind, name)): Path<(String, String)>,
+) -> ApiResult<ResourceView> {
+    Ok(Json(s.platform.get(&who, &kind, &name).await?))
+}
+
+/// Deletes one object unless others still reference it.
+#[utoipa::path(delete, path = "/api/v1/resources/{kind}/{name}", tag = "resources", security(("bearer" = [])),
+    params(("kind" = String, Path), ("name" = String, Path), DryRunQuery),
+    responses((status = 200, body = DeleteResponse), (status = 400, body = plinth_types::ApiError),
+        (status = 401, body = plinth_types::ApiError), (status = 403, body = plinth_types::ApiError),
+        (status = 404, body = plinth_types::ApiError), (status = 409, body = plinth_types::ApiError)))]
+pub async fn delete_resource(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((kind, name)): Path<(String, String)>,
+    Query(q): Query<DryRunQuery>,
+) -> ApiResult<DeleteResponse> {
+    Ok(Json(s.platform.delete(&who, &kind, &name, q.dry_run.unwrap_or(false)).await?))
+}
+
+/// Tokens the caller may manage (maintainers: their team's; admins: all).
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "access", security(("bearer" = [])),
+    responses((status = 200, body = Vec<TokenInfo>), (status = 401, body = plinth_types::ApiError),
+        (status = 403, body = plinth_types::ApiError)))]
+pub async fn list_tokens(State(s): State<AppState>, Caller(who): Caller) -> ApiResult<Vec<TokenInfo>> {
+    Ok(Json(s.platform.list_tokens(&who).await?))
+}
+
+/// Creates a token; the response is the only time its secret is shown.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "access", security(("bearer" = [])),
+    request_body = CreateTokenRequest,
+    responses((status = 201, body = CreatedToken), (status = 400, body = plinth_types::ApiError),
+        (status = 401, body = plinth_types::ApiError), (status = 403, body = plinth_types::ApiError)))]
+pub async fn create_token(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiErrorResponse> {
+    let req: CreateTokenRequest = parse_json(&body)?;
+    Ok((StatusCode::CREATED, Json(s.platform.create_token(&who, req).await?)))
+}
+
+/// Revokes a token; it stops working on the next request.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "access", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the token's public id")),
+    responses((status = 200, body = TokenInfo), (status = 401, body = plinth_types::ApiError),
+        (status = 403, body = plinth_types::ApiError), (status = 404, body = plinth_types::ApiError)))]
+pub async fn revoke_token(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<TokenInfo> {
+    Ok(Json(s.platform.revoke_token(&who, &id).await?))
+}
+
+/// Audit events in order, filtered.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("bearer" = [])),
+    params(AuditFilter),
+    responses((status = 200, body = Vec<AuditEvent>), (status = 400, body = plinth_types::ApiError),
+        (status = 401, body = plinth_types::ApiError), (status = 403, body = plinth_types::ApiError)))]
+pub async fn audit_log(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Query(filter): Query<AuditFilter>,
+) -> ApiResult<Vec<AuditEvent>> {
+    Ok(Json(s.platform.audit_log(&who, filter).await?))
+}
+
+/// Walks the hash chain and names the first event that does not fit.
+#[utoipa::path(post, path = "/api/v1/audit/verify", tag = "audit", security(("bearer" = [])),
+    responses((status = 200, body = AuditVerification), (status = 401, body = plinth_types::ApiError),
+        (status = 403, body = plinth_types::ApiError)))]
+pub async fn audit_verify(State(s): State<AppState>, Caller(who): Caller) -> ApiResult<AuditVerification> {
+    Ok(Json(s.platform.audit_verify(&who).await?))
+}

@@ -1,0 +1,147 @@
+//! The HTTP face of Plinth: the JSON API under `/api/v1`, health and metrics endpoints, the
+//! generated OpenAPI document and the server-rendered console, all on one port. Handlers are
+//! thin: extract, call one `Platform` operation, map the error.
+
+mod api;
+mod auth;
+mod console;
+mod error;
+mod metrics;
+mod openapi;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use plinth_config::{LogFormat, ServerConfig};
+use plinth_core::Platform;
+use plinth_store::Store;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiErrorResponse;
+pub use openapi::openapi_json;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub platform: Platform,
+    pub metrics: Arc<metrics::Metrics>,
+    pub max_body_bytes: usize,
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .merge(api::routes())
+        .merge(console::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .fallback(error::not_found)
+        .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Installs the global log subscriber (stderr) in the requested format.
+pub fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber_filter(level);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn tracing_subscriber_filter(level: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// What `serve` reports once it accepts connections.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub addr: SocketAddr,
+    /// The first admin token, only on the very first start and only if it was generated.
+    pub admin_token: Option<String>,
+}
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create data directory {path}: {message}")]
+    DataDir { path: String, message: String },
+    #[error("cannot open the store: {0}")]
+    Store(#[from] plinth_store::StoreError),
+    #[error("cannot bootstrap the admin token: {0}")]
+    Bootstrap(#[from] plinth_core::CoreError),
+    #[error("cannot listen on {addr}: {message}")]
+    Bind { addr: SocketAddr, message: String },
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the store, bootstraps the first token, listens, calls `on_start`, and serves until
+/// SIGINT or SIGTERM, then drains in-flight requests.
+pub async fn serve(
+    config: ServerConfig,
+    on_start: impl FnOnce(&Started),
+) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| ServeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let store = Store::connect(&config.database_url).await?;
+    let platform = Platform::new(store.clone());
+    let admin_token = platform.bootstrap(config.bootstrap_token.as_deref()).await?;
+    let state = AppState {
+        platform,
+        metrics: Arc::new(metrics::Metrics::new()),
+        max_body_bytes: config.max_body_bytes,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServeError::Bind { addr: config.listen, message: e.to_string() })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, backend = store.backend().as_str(), "plinth serving");
+    on_start(&Started { addr, admin_token });
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal(grace))
+        .await?;
+    store.close().await;
+    tracing::info!("plinth stopped");
+    Ok(())
+}
+
+async fn shutdown_signal(grace: Duration) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining requests");
+    // Force the exit if draining takes longer than the grace period.
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        tracing::warn!("grace period over; exiting");
+        std::process::exit(0);
+    });
+}

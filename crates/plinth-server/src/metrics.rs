@@ -1,0 +1,110 @@
+//! Prometheus metrics: request counts and latencies per route, plus store gauges read at scrape.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, State};
+use axum::http::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    backend: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    objects: Family<KindLabels, Gauge>,
+    audit_events: Gauge,
+    build: Family<BuildLabels, Gauge>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("plinth");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests served, by route and status", requests.clone());
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register("http_request_duration_seconds", "HTTP request latency in seconds", latency.clone());
+        let objects = Family::<KindLabels, Gauge>::default();
+        registry.register("resources", "Stored declarative resources by kind", objects.clone());
+        let audit_events = Gauge::default();
+        registry.register("audit_events", "Events in the audit log", audit_events.clone());
+        let build = Family::<BuildLabels, Gauge>::default();
+        registry.register("build_info", "Version and store backend of this server (always 1)", build.clone());
+        Metrics { registry, requests, latency, objects, audit_events, build }
+    }
+
+    /// Refreshes store gauges, then renders the text exposition format.
+    pub async fn render(&self, state: &AppState) -> String {
+        let store = state.platform.store();
+        for k in plinth_config::kinds::KINDS {
+            if let Ok(list) = store.list_objects(k.name).await {
+                let n = i64::try_from(list.len()).unwrap_or(i64::MAX);
+                self.objects.get_or_create(&KindLabels { kind: k.name.to_string() }).set(n);
+            }
+        }
+        if let Ok(n) = store.count_audit().await {
+            self.audit_events.set(n);
+        }
+        self.build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                backend: store.backend().as_str().to_string(),
+            })
+            .set(1);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Middleware counting every request by its route template (never the raw path).
+pub async fn track(State(state): State<AppState>, req: Request<Body>, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().as_str().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    state.metrics.requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
+    state.metrics.latency.get_or_create(&RouteLabels { method, route }).observe(start.elapsed().as_secs_f64());
+    resp
+}

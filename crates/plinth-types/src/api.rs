@@ -1,0 +1,162 @@
+//! Request and response bodies of the HTTP API that are not resources themselves.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::identity::Role;
+
+/// One document to apply, with where it came from so errors can name the file and position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourcedDocument {
+    /// The file the document was read from (for error messages only).
+    #[serde(default)]
+    pub file: Option<String>,
+    /// 1-based position of the document in its file.
+    #[serde(default)]
+    pub index: Option<usize>,
+    /// The document itself: `apiVersion`, `kind`, `metadata`, `spec`.
+    #[schema(value_type = Object)]
+    pub document: serde_json::Value,
+}
+
+/// `POST /api/v1/apply` body (JSON). A raw multi-document YAML body is accepted too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    pub documents: Vec<SourcedDocument>,
+    /// Validate and compute the diff without storing anything.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What applying one document did (or would do, on a dry run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyAction {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl ApplyAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyAction::Created => "created",
+            ApplyAction::Configured => "configured",
+            ApplyAction::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// One changed field between the stored and the applied document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FieldChange {
+    /// Dotted path, e.g. `spec.quotas[0].gpus`.
+    pub path: String,
+    #[schema(value_type = Object)]
+    pub before: Option<serde_json::Value>,
+    #[schema(value_type = Object)]
+    pub after: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApplyResult {
+    pub kind: String,
+    pub name: String,
+    pub action: ApplyAction,
+    /// Generation after the apply (the current one when unchanged or on a dry run).
+    pub generation: i64,
+    pub changes: Vec<FieldChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApplyResponse {
+    pub dry_run: bool,
+    pub results: Vec<ApplyResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeleteResponse {
+    pub kind: String,
+    pub name: String,
+    pub dry_run: bool,
+    /// The document that was (or on a dry run would be) deleted.
+    #[schema(value_type = Object)]
+    pub deleted: serde_json::Value,
+}
+
+/// A token as the store keeps it: only a salted hash of the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub team: Option<String>,
+    pub role: Role,
+    /// Hex salt and hex SHA-256(salt || secret).
+    pub salt: String,
+    pub hash: String,
+    pub created_at: String,
+    pub created_by: String,
+    pub revoked_at: Option<String>,
+}
+
+/// A token as the API shows it (never the secret or its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub team: Option<String>,
+    pub role: Role,
+    pub created_at: String,
+    pub created_by: String,
+    pub revoked_at: Option<String>,
+}
+
+impl From<TokenRecord> for TokenInfo {
+    fn from(t: TokenRecord) -> Self {
+        TokenInfo {
+            id: t.id,
+            name: t.name,
+            team: t.team,
+            role: t.role,
+            created_at: t.created_at,
+            created_by: t.created_by,
+            revoked_at: t.revoked_at,
+        }
+    }
+}
+
+/// `POST /api/v1/tokens` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// Who or what will use the token.
+    pub name: String,
+    /// The team; required for every role but admin.
+    #[serde(default)]
+    pub team: Option<String>,
+    pub role: Role,
+}
+
+/// The response to creating a token: the only time the secret is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    pub token: String,
+    pub info: TokenInfo,
+}
+
+/// Counts and recent activity for the console's overview and `plinth status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Overview {
+    pub pools: usize,
+    pub teams: usize,
+    pub queues: usize,
+    /// Accelerators across visible pools (nodes × accelerators per node).
+    pub gpus: u64,
+    /// CPU cores across visible pools.
+    pub cpus: u64,
+    pub nodes: u64,
+    pub audit_events: i64,
+    pub recent: Vec<crate::audit::AuditEvent>,
+}
