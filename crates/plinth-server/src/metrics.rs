@@ -1,5 +1,6 @@
 //! Prometheus metrics: request counts and latencies per route, plus store gauges read at scrape.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -89,7 +90,48 @@ impl Metrics {
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
-        out
+        to_prometheus_text(&out)
+    }
+}
+
+/// prometheus-client writes OpenMetrics text; `/metrics` serves the Prometheus text format
+/// 0.0.4 that its content type names, where a counter's HELP and TYPE lines name the `_total`
+/// series itself and there is no `# EOF` line (promtool reads it that way too).
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let (name, rest) = line.strip_prefix(prefix)?.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {rest}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_prometheus_text;
+
+    #[test]
+    fn counters_are_named_by_their_total_series() {
+        let om = "# HELP x_requests Requests.\n# TYPE x_requests counter\nx_requests_total{a=\"b\"} 1\n\
+                  # HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\nx_requests_total{a=\"b\"} 1\n\
+             # HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n"
+        );
     }
 }
 

@@ -21,8 +21,12 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const SQLITE_READ_CONNECTIONS: u32 = 8;
 /// Connections to PostgreSQL.
 const POSTGRES_CONNECTIONS: u32 = 10;
-/// How long a caller waits for a pooled connection before the store reports it unavailable.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a caller waits for the SQLite write connection (writers queue for it) before the
+/// store reports the database unavailable.
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a caller waits for a PostgreSQL connection (this includes reconnecting to a server
+/// that went away) before the store reports the database unavailable.
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long opening the first connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -210,14 +214,14 @@ async fn open_sqlite(path: &Path, ctx: &DbCtx) -> Result<Pools, StoreError> {
     let write = SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(0)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(SQLITE_ACQUIRE_TIMEOUT)
         .connect_with(options.clone())
         .await
         .map_err(ctx.err("opening the write connection"))?;
     let read = SqlitePoolOptions::new()
         .max_connections(SQLITE_READ_CONNECTIONS)
         .min_connections(0)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(SQLITE_ACQUIRE_TIMEOUT)
         .connect_lazy_with(options);
     Ok(Pools::Sqlite { read, write })
 }
@@ -253,7 +257,7 @@ async fn open_postgres(options: PgConnectOptions, ctx: &DbCtx) -> Result<Pools, 
     let pool = PgPoolOptions::new()
         .max_connections(POSTGRES_CONNECTIONS)
         .min_connections(0)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
         .connect_lazy_with(options);
     Ok(Pools::Pg(pool))
 }

@@ -393,7 +393,18 @@ async fn migrations_are_idempotent(ctx: Ctx) {
         .await
         .unwrap();
     assert_eq!(n, 0);
+
+    // A schema from a newer release is refused rather than used.
+    s3.execute_raw(
+        "INSERT INTO schema_migrations (version, name, applied_at) \
+         VALUES (999, 'future', '2099-01-01T00:00:00Z')",
+    )
+    .await
+    .unwrap();
     s3.close().await;
+    let e = assert_code(Store::connect(&ctx.url).await, ErrorCode::Internal);
+    assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
+    assert!(e.to_string().contains("schema version 999"), "{e}");
 }
 
 async fn concurrent_first_connects_migrate_once(ctx: Ctx) {
