@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ADMIN, Server, WORKSPACE, token};
+use common::{ADMIN, Server, token};
 use reqwest::Method;
 
 const Q_A: &str = "apiVersion: plinth/v1\nkind: Queue\nmetadata: {name: queue-a}\nspec: {team: team-a, cohort: shared, priority: 5, quotas: [{pool: gpu-a, gpus: 8}]}\n";
@@ -222,16 +222,7 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn routes_by_role_and_team() {
-    let s = Server::start();
-    let dir = tempfile::tempdir().unwrap();
-    s.ok(
-        ADMIN,
-        &[
-            "apply",
-            "-f",
-            &common::write(dir.path(), "ws.yaml", WORKSPACE),
-        ],
-    );
+    let s = Server::with_workspace();
     let roles = ["viewer", "member", "maintainer"];
     let mut tokens: Vec<String> = roles.iter().map(|r| token(&s, "team-a", r)).collect();
     tokens.push(ADMIN.to_string());
@@ -343,16 +334,7 @@ fn routes_by_role_and_team() {
 
 #[test]
 fn revocation_takes_effect_on_the_next_request() {
-    let s = Server::start();
-    let dir = tempfile::tempdir().unwrap();
-    s.ok(
-        ADMIN,
-        &[
-            "apply",
-            "-f",
-            &common::write(dir.path(), "ws.yaml", WORKSPACE),
-        ],
-    );
+    let s = Server::with_workspace();
     let t = token(&s, "team-a", "maintainer");
     let who: serde_json::Value =
         serde_json::from_str(&s.ok(&t, &["whoami", "-o", "json"])).unwrap();
@@ -390,16 +372,7 @@ fn revocation_takes_effect_on_the_next_request() {
 
 #[test]
 fn maintainer_cannot_mint_tokens_beyond_its_team_or_role() {
-    let s = Server::start();
-    let dir = tempfile::tempdir().unwrap();
-    s.ok(
-        ADMIN,
-        &[
-            "apply",
-            "-f",
-            &common::write(dir.path(), "ws.yaml", WORKSPACE),
-        ],
-    );
+    let s = Server::with_workspace();
     let m = token(&s, "team-a", "maintainer");
     let (code, _, err) = s.cli(
         &m,

@@ -6,20 +6,11 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{ADMIN, Server, WORKSPACE};
+use common::{ADMIN, Server};
 
 #[test]
 fn audit_verify_names_a_row_altered_in_the_database() {
-    let s = Server::start();
-    let dir = tempfile::tempdir().unwrap();
-    s.ok(
-        ADMIN,
-        &[
-            "apply",
-            "-f",
-            &common::write(dir.path(), "ws.yaml", WORKSPACE),
-        ],
-    );
+    let s = Server::with_workspace();
     let out = s.ok(ADMIN, &["audit", "verify"]);
     assert!(out.contains("audit log intact: 6 events verified"), "{out}");
     let log = s.ok(ADMIN, &["audit", "log", "--kind", "Queue"]);

@@ -32,6 +32,14 @@ impl Server {
         s
     }
 
+    /// Starts a server with a fresh data dir and `WORKSPACE` applied.
+    pub fn with_workspace() -> Server {
+        let s = Server::start();
+        let file = write(&s.data_dir, "workspace.yaml", WORKSPACE);
+        s.ok(ADMIN, &["apply", "-f", &file]);
+        s
+    }
+
     /// Starts a server on an existing data dir (to restart after a crash).
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
         let mut cmd = Command::new(bin());
