@@ -171,3 +171,25 @@ pub fn enc(s: &str) -> String {
     }
     out
 }
+
+/// Writes a file only its owner can read (credentials, tokens). With `create_new`, fails if the
+/// file exists instead of replacing it.
+pub fn write_private(path: &std::path::Path, text: &str, create_new: bool) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if create_new {
+        opts.create_new(true);
+    } else {
+        opts.create(true).truncate(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    use std::io::Write;
+    opts.open(path)?.write_all(text.as_bytes())
+}

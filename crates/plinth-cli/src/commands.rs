@@ -52,9 +52,10 @@ pub async fn login(conn: Conn) -> CmdResult {
         server: Some(client.server.clone()),
         token: client.token().map(str::to_string),
     };
-    write_private(
+    crate::client::write_private(
         &path,
         &serde_json::to_string_pretty(&saved).unwrap_or_default(),
+        false,
     )
     .map_err(|e| {
         Failure::new(
@@ -70,21 +71,6 @@ pub async fn login(conn: Conn) -> CmdResult {
         dash(who.team.as_deref())
     );
     Ok(0)
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    use std::io::Write;
-    opts.open(path)?.write_all(text.as_bytes())
 }
 
 pub async fn whoami(conn: Conn) -> CmdResult {

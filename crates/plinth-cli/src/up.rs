@@ -121,7 +121,7 @@ pub async fn up(args: UpArgs) -> CmdResult {
         None => {
             let (t, _) =
                 plinth_core::generate_token().map_err(|e| Failure::new(1, e.to_string()))?;
-            write_private(&token_path, &t).map_err(|e| {
+            crate::client::write_private(&token_path, &t, true).map_err(|e| {
                 Failure::new(1, format!("cannot write {}: {e}", token_path.display()))
             })?;
             t
@@ -218,16 +218,4 @@ fn example_documents(dir: Option<&Path>) -> Result<Vec<SourcedDocument>, Failure
         }
     }
     Ok(out)
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    use std::io::Write;
-    opts.open(path)?.write_all(text.as_bytes())
 }

@@ -406,3 +406,64 @@ fn maintainer_cannot_mint_tokens_beyond_its_team_or_role() {
         "{err}"
     );
 }
+
+#[test]
+fn login_saves_server_and_token_for_later_commands() {
+    let s = Server::with_workspace();
+    let config = s.data_dir.join("login-config");
+    let run = |args: &[&str], with_env: bool| {
+        let mut cmd = std::process::Command::new(common::bin());
+        cmd.args(args)
+            .env("PLINTH_CONFIG_DIR", &config)
+            .env_remove("PLINTH_SERVER")
+            .env_remove("PLINTH_TOKEN");
+        if with_env {
+            cmd.env("PLINTH_SERVER", &s.url).env("PLINTH_TOKEN", ADMIN);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A wrong token is not saved.
+    let (code, _, err) = run(
+        &[
+            "login",
+            "--server",
+            &s.url,
+            "--token",
+            "wrong-token-wrong-token",
+        ],
+        false,
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(!config.join("credentials.json").exists());
+    let (code, out, err) = run(&["login"], true);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("as bootstrap-admin (role admin"), "{out}");
+    let (code, out, err) = run(&["get", "queues"], false);
+    assert_eq!(code, 0, "saved credentials are used: {err}");
+    assert!(out.contains("queue-a"), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(config.join("credentials.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "credentials must not be readable by others"
+        );
+    }
+    // No server at all: exit 7 with the address in the message.
+    let (code, _, err) = run(&["get", "pools", "--server", "http://127.0.0.1:9"], false);
+    assert_eq!(code, 7, "{err}");
+    assert!(
+        err.contains("cannot reach the server at http://127.0.0.1:9"),
+        "{err}"
+    );
+}
