@@ -119,22 +119,6 @@ fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::to_prometheus_text;
-
-    #[test]
-    fn counters_are_named_by_their_total_series() {
-        let om = "# HELP x_requests Requests.\n# TYPE x_requests counter\nx_requests_total{a=\"b\"} 1\n\
-                  # HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n# EOF\n";
-        assert_eq!(
-            to_prometheus_text(om),
-            "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\nx_requests_total{a=\"b\"} 1\n\
-             # HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n"
-        );
-    }
-}
-
 /// Middleware counting every request by its route template (never the raw path).
 pub async fn track(State(state): State<AppState>, req: Request<Body>, next: Next) -> Response {
     let route = req
@@ -149,4 +133,20 @@ pub async fn track(State(state): State<AppState>, req: Request<Body>, next: Next
     state.metrics.requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
     state.metrics.latency.get_or_create(&RouteLabels { method, route }).observe(start.elapsed().as_secs_f64());
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_prometheus_text;
+
+    #[test]
+    fn counters_are_named_by_their_total_series() {
+        let om = "# HELP x_requests Requests.\n# TYPE x_requests counter\nx_requests_total{a=\"b\"} 1\n\
+                  # HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\nx_requests_total{a=\"b\"} 1\n\
+             # HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n"
+        );
+    }
 }

@@ -3,14 +3,15 @@
 
 use serde::Serialize;
 
-/// Width of the SVG coordinate system; the element itself scales to its container.
-const WIDTH: f64 = 760.0;
+/// Width of the SVG coordinate system of a full-width chart; the element itself scales to its
+/// container, so this is about the container's width in pixels to keep text at its CSS size.
+pub const FULL_WIDTH: f64 = 1110.0;
 /// Room on the left for the row labels.
 const LABEL_WIDTH: f64 = 150.0;
 /// Space between two series panels.
 const PANEL_GAP: f64 = 28.0;
 /// Room after the longest bar for its value.
-const VALUE_ROOM: f64 = 64.0;
+const VALUE_ROOM: f64 = 90.0;
 const HEADER_HEIGHT: f64 = 30.0;
 const ROW_HEIGHT: f64 = 32.0;
 const BAR_HEIGHT: f64 = 18.0;
@@ -87,7 +88,11 @@ pub fn fmt_num(v: f64) -> String {
     }
     let s = format!("{v:.2}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" { "0".to_string() } else { s.to_string() }
+    if s == "-0" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 fn short_label(label: &str) -> String {
@@ -100,12 +105,18 @@ fn short_label(label: &str) -> String {
 }
 
 /// Builds a horizontal bar chart with one panel per series; `None` when there are no rows.
-pub fn bar_chart(id: &'static str, title: &str, series: &[Series], rows: &[Row]) -> Option<Chart> {
+pub fn bar_chart(
+    id: &'static str,
+    title: &str,
+    width: f64,
+    series: &[Series],
+    rows: &[Row],
+) -> Option<Chart> {
     if rows.is_empty() || series.is_empty() {
         return None;
     }
     let n = series.len() as f64;
-    let panel_width = (WIDTH - LABEL_WIDTH - PANEL_GAP * (n - 1.0)) / n;
+    let panel_width = (width - LABEL_WIDTH - PANEL_GAP * (n - 1.0)) / n;
     let bar_room = (panel_width - VALUE_ROOM).max(10.0);
     let height = HEADER_HEIGHT + ROW_HEIGHT * rows.len() as f64 + BOTTOM_PAD;
     let mut rects = Vec::new();
@@ -122,14 +133,26 @@ pub fn bar_chart(id: &'static str, title: &str, series: &[Series], rows: &[Row])
     }
     for (p, s) in series.iter().enumerate() {
         let x0 = r1(LABEL_WIDTH + (panel_width + PANEL_GAP) * p as f64);
-        texts.push(Text { x: x0, y: 16.0, anchor: "start", class: "chart-series", text: s.title.into() });
+        texts.push(Text {
+            x: x0,
+            y: 16.0,
+            anchor: "start",
+            class: "chart-series",
+            text: s.title.into(),
+        });
         let max = rows
             .iter()
             .map(|r| r.values.get(p).copied().unwrap_or(0.0))
             .filter(|v| v.is_finite())
             .fold(0.0_f64, f64::max);
         for (i, row) in rows.iter().enumerate() {
-            let v = row.values.get(p).copied().filter(|v| v.is_finite()).unwrap_or(0.0).max(0.0);
+            let v = row
+                .values
+                .get(p)
+                .copied()
+                .filter(|v| v.is_finite())
+                .unwrap_or(0.0)
+                .max(0.0);
             let top = HEADER_HEIGHT + ROW_HEIGHT * i as f64 + (ROW_HEIGHT - BAR_HEIGHT) / 2.0;
             let tooltip = format!("{}: {} {}", row.label, fmt_num(v), s.unit);
             rects.push(Rect {
@@ -145,7 +168,14 @@ pub fn bar_chart(id: &'static str, title: &str, series: &[Series], rows: &[Row])
                 w = 3.0;
             }
             if w > 0.0 {
-                rects.push(Rect { x: x0, y: r1(top), w: r1(w), h: BAR_HEIGHT, class: s.class, title: tooltip });
+                rects.push(Rect {
+                    x: x0,
+                    y: r1(top),
+                    w: r1(w),
+                    h: BAR_HEIGHT,
+                    class: s.class,
+                    title: tooltip,
+                });
             }
             texts.push(Text {
                 x: r1(x0 + bar_room + 8.0),
@@ -159,11 +189,17 @@ pub fn bar_chart(id: &'static str, title: &str, series: &[Series], rows: &[Row])
     Some(Chart {
         id,
         title: title.to_string(),
-        width: WIDTH,
+        width,
         height: r1(height),
         rects,
         texts,
-        legend: series.iter().map(|s| LegendItem { label: s.title, class: s.class }).collect(),
+        legend: series
+            .iter()
+            .map(|s| LegendItem {
+                label: s.title,
+                class: s.class,
+            })
+            .collect(),
     })
 }
 
@@ -171,11 +207,22 @@ pub fn bar_chart(id: &'static str, title: &str, series: &[Series], rows: &[Row])
 mod tests {
     use super::*;
 
-    const GPU: Series = Series { title: "Accelerators", class: "bar-gpu", unit: "GPUs" };
-    const CPU: Series = Series { title: "CPU cores", class: "bar-cpu", unit: "cores" };
+    const GPU: Series = Series {
+        title: "Accelerators",
+        class: "bar-gpu",
+        unit: "GPUs",
+    };
+    const CPU: Series = Series {
+        title: "CPU cores",
+        class: "bar-cpu",
+        unit: "cores",
+    };
 
     fn row(label: &str, values: &[f64]) -> Row {
-        Row { label: label.into(), values: values.to_vec() }
+        Row {
+            label: label.into(),
+            values: values.to_vec(),
+        }
     }
 
     #[test]
@@ -189,20 +236,34 @@ mod tests {
 
     #[test]
     fn no_rows_no_chart() {
-        assert!(bar_chart("c", "t", &[GPU], &[]).is_none());
+        assert!(bar_chart("c", "t", FULL_WIDTH, &[GPU], &[]).is_none());
     }
 
     #[test]
     fn bars_scale_to_the_largest_value_per_series() {
-        let c = bar_chart("c", "t", &[GPU, CPU], &[row("a", &[16.0, 64.0]), row("b", &[0.0, 256.0])])
-            .unwrap();
-        let bars: Vec<&Rect> = c.rects.iter().filter(|r| r.class.starts_with("bar-")).collect();
+        let c = bar_chart(
+            "c",
+            "t",
+            FULL_WIDTH,
+            &[GPU, CPU],
+            &[row("a", &[16.0, 64.0]), row("b", &[0.0, 256.0])],
+        )
+        .unwrap();
+        let bars: Vec<&Rect> = c
+            .rects
+            .iter()
+            .filter(|r| r.class.starts_with("bar-"))
+            .collect();
         // b has no GPUs: three bars, not four.
         assert_eq!(bars.len(), 3);
         let track = c.rects.iter().find(|r| r.class == "chart-track").unwrap().w;
         let gpu_a = bars.iter().find(|r| r.class == "bar-gpu").unwrap();
         assert_eq!(gpu_a.w, track);
-        let cpus: Vec<f64> = bars.iter().filter(|r| r.class == "bar-cpu").map(|r| r.w).collect();
+        let cpus: Vec<f64> = bars
+            .iter()
+            .filter(|r| r.class == "bar-cpu")
+            .map(|r| r.w)
+            .collect();
         assert_eq!(cpus.len(), 2);
         assert!((cpus[0] * 4.0 - cpus[1]).abs() < 0.5, "{cpus:?}");
         assert!(c.texts.iter().any(|t| t.text == "256 cores"));
@@ -213,7 +274,7 @@ mod tests {
     #[test]
     fn long_labels_are_shortened() {
         let long = "a-very-long-pool-name-that-goes-on";
-        let c = bar_chart("c", "t", &[GPU], &[row(long, &[1.0])]).unwrap();
+        let c = bar_chart("c", "t", FULL_WIDTH, &[GPU], &[row(long, &[1.0])]).unwrap();
         let label = c.texts.iter().find(|t| t.class == "chart-label").unwrap();
         assert_eq!(label.text.chars().count(), MAX_LABEL_CHARS);
         assert!(label.text.ends_with('…'));

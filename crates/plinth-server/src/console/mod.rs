@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, OriginalUri, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{any, get};
 use plinth_core::CoreError;
 use plinth_types::Role;
@@ -35,12 +35,18 @@ pub fn routes() -> Router<AppState> {
         .route("/console", get(overview))
         .route("/console/", get(|| async { see_other("/console", None) }))
         .route("/console/login", get(login_form).post(login_submit))
-        .route("/console/logout", get(|| async { see_other("/console", None) }).post(logout))
+        .route(
+            "/console/logout",
+            get(|| async { see_other("/console", None) }).post(logout),
+        )
         .route("/console/pools", get(pools))
         .route("/console/teams", get(teams))
         .route("/console/queues", get(queues))
         .route("/console/audit", get(audit))
-        .route("/console/audit/verify", get(|| async { see_other("/console/audit", None) }).post(verify))
+        .route(
+            "/console/audit/verify",
+            get(|| async { see_other("/console/audit", None) }).post(verify),
+        )
         .route("/console/{*rest}", any(not_found))
         .layer(axum::middleware::map_response(security_headers))
 }
@@ -49,9 +55,15 @@ pub fn routes() -> Router<AppState> {
 async fn security_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -62,8 +74,9 @@ async fn security_headers(mut resp: Response) -> Response {
     resp
 }
 
-async fn not_found(OriginalUri(uri): OriginalUri) -> ConsoleError {
-    ConsoleError::not_found(uri.path())
+/// Unknown console paths: an HTML 404 for a signed-in caller (others go to the sign-in page).
+async fn not_found(Session(who): Session, OriginalUri(uri): OriginalUri) -> ConsoleError {
+    ConsoleError::not_found(uri.path()).for_user(&who)
 }
 
 // ----- sign-in -----
@@ -85,7 +98,8 @@ async fn login_form(State(s): State<AppState>, headers: axum::http::HeaderMap) -
         Ok(_) => see_other("/console", None),
         Err(_) => {
             let mut resp = login_page(StatusCode::OK, None);
-            resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static(clear_cookie()));
+            resp.headers_mut()
+                .insert(header::SET_COOKIE, HeaderValue::from_static(clear_cookie()));
             resp
         }
     }
@@ -97,16 +111,25 @@ struct LoginForm {
     token: String,
 }
 
-async fn login_submit(State(s): State<AppState>, form: Result<Form<LoginForm>, FormRejection>) -> Response {
+async fn login_submit(
+    State(s): State<AppState>,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
     let token = match form {
         Ok(Form(f)) => f.token,
         Err(e) => {
-            return login_page(StatusCode::BAD_REQUEST, Some(format!("The sign-in form was not understood: {e}")));
+            return login_page(
+                StatusCode::BAD_REQUEST,
+                Some(format!("The sign-in form was not understood: {e}")),
+            );
         }
     };
     let token = token.trim();
     if token.is_empty() {
-        return login_page(StatusCode::UNAUTHORIZED, Some("Enter an API token to sign in.".into()));
+        return login_page(
+            StatusCode::UNAUTHORIZED,
+            Some("Enter an API token to sign in.".into()),
+        );
     }
     match s.platform.authenticate(token).await {
         Ok(who) => {
@@ -117,7 +140,9 @@ async fn login_submit(State(s): State<AppState>, form: Result<Form<LoginForm>, F
             tracing::info!(%reason, "console sign-in rejected");
             login_page(
                 StatusCode::UNAUTHORIZED,
-                Some(format!("Sign-in failed: {reason}. Check the token and try again.")),
+                Some(format!(
+                    "Sign-in failed: {reason}. Check the token and try again."
+                )),
             )
         }
         Err(e) => {
@@ -156,24 +181,77 @@ struct OverviewPage {
 
 async fn overview(State(s): State<AppState>, Session(who): Session) -> PageResult {
     let ov = s.platform.overview(&who).await.or_page(&who)?;
-    let pools: Vec<PoolRow> = s.platform.list(&who, "Pool").await.or_page(&who)?.iter().map(views::pool_row).collect();
-    let card = |id, label, value: String, href| Card { id, label, value, href };
+    let pools: Vec<PoolRow> = s
+        .platform
+        .list(&who, "Pool")
+        .await
+        .or_page(&who)?
+        .iter()
+        .map(views::pool_row)
+        .collect();
+    let card = |id, label, value: String, href| Card {
+        id,
+        label,
+        value,
+        href,
+    };
     let data = OverviewPage {
         cards: vec![
-            card("stat-pools", "Pools", ov.pools.to_string(), Some("/console/pools")),
-            card("stat-nodes", "Nodes", ov.nodes.to_string(), Some("/console/pools")),
-            card("stat-gpus", "Accelerators", ov.gpus.to_string(), Some("/console/pools")),
-            card("stat-cpus", "CPU cores", ov.cpus.to_string(), Some("/console/pools")),
-            card("stat-teams", "Teams", ov.teams.to_string(), Some("/console/teams")),
-            card("stat-queues", "Queues", ov.queues.to_string(), Some("/console/queues")),
-            card("stat-audit", "Audit events", ov.audit_events.to_string(), Some("/console/audit")),
+            card(
+                "stat-pools",
+                "Pools",
+                ov.pools.to_string(),
+                Some("/console/pools"),
+            ),
+            card(
+                "stat-nodes",
+                "Nodes",
+                ov.nodes.to_string(),
+                Some("/console/pools"),
+            ),
+            card(
+                "stat-gpus",
+                "Accelerators",
+                ov.gpus.to_string(),
+                Some("/console/pools"),
+            ),
+            card(
+                "stat-cpus",
+                "CPU cores",
+                ov.cpus.to_string(),
+                Some("/console/pools"),
+            ),
+            card(
+                "stat-teams",
+                "Teams",
+                ov.teams.to_string(),
+                Some("/console/teams"),
+            ),
+            card(
+                "stat-queues",
+                "Queues",
+                ov.queues.to_string(),
+                Some("/console/queues"),
+            ),
+            card(
+                "stat-audit",
+                "Audit events",
+                ov.audit_events.to_string(),
+                Some("/console/audit"),
+            ),
         ],
         chart: views::capacity_chart(&pools),
         pools,
         recent_visible: who.role >= Role::Maintainer,
         recent: ov.recent.iter().map(views::audit_row).collect(),
     };
-    Ok(page(StatusCode::OK, "overview.html", Some(&Me::from(&who)), "overview", &data))
+    Ok(page(
+        StatusCode::OK,
+        "overview.html",
+        Some(&Me::from(&who)),
+        "overview",
+        &data,
+    ))
 }
 
 // ----- pools, teams, queues -----
@@ -188,7 +266,14 @@ struct PoolsPage {
 }
 
 async fn pools(State(s): State<AppState>, Session(who): Session) -> PageResult {
-    let pools: Vec<PoolRow> = s.platform.list(&who, "Pool").await.or_page(&who)?.iter().map(views::pool_row).collect();
+    let pools: Vec<PoolRow> = s
+        .platform
+        .list(&who, "Pool")
+        .await
+        .or_page(&who)?
+        .iter()
+        .map(views::pool_row)
+        .collect();
     let data = PoolsPage {
         chart: views::gpu_chart(&pools),
         nodes: pools.iter().map(|p| p.nodes).sum(),
@@ -196,7 +281,13 @@ async fn pools(State(s): State<AppState>, Session(who): Session) -> PageResult {
         cpus: pools.iter().map(|p| p.cpus).sum(),
         pools,
     };
-    Ok(page(StatusCode::OK, "pools.html", Some(&Me::from(&who)), "pools", &data))
+    Ok(page(
+        StatusCode::OK,
+        "pools.html",
+        Some(&Me::from(&who)),
+        "pools",
+        &data,
+    ))
 }
 
 #[derive(Debug, Serialize)]
@@ -205,8 +296,21 @@ struct TeamsPage {
 }
 
 async fn teams(State(s): State<AppState>, Session(who): Session) -> PageResult {
-    let teams = s.platform.list(&who, "Team").await.or_page(&who)?.iter().map(views::team_row).collect();
-    Ok(page(StatusCode::OK, "teams.html", Some(&Me::from(&who)), "teams", &TeamsPage { teams }))
+    let teams = s
+        .platform
+        .list(&who, "Team")
+        .await
+        .or_page(&who)?
+        .iter()
+        .map(views::team_row)
+        .collect();
+    Ok(page(
+        StatusCode::OK,
+        "teams.html",
+        Some(&Me::from(&who)),
+        "teams",
+        &TeamsPage { teams },
+    ))
 }
 
 #[derive(Debug, Serialize)]
@@ -216,10 +320,25 @@ struct QueuesPage {
 }
 
 async fn queues(State(s): State<AppState>, Session(who): Session) -> PageResult {
-    let queues: Vec<QueueRow> =
-        s.platform.list(&who, "Queue").await.or_page(&who)?.iter().map(views::queue_row).collect();
-    let data = QueuesPage { chart: views::quota_chart(&queues), queues };
-    Ok(page(StatusCode::OK, "queues.html", Some(&Me::from(&who)), "queues", &data))
+    let queues: Vec<QueueRow> = s
+        .platform
+        .list(&who, "Queue")
+        .await
+        .or_page(&who)?
+        .iter()
+        .map(views::queue_row)
+        .collect();
+    let data = QueuesPage {
+        chart: views::quota_chart(&queues),
+        queues,
+    };
+    Ok(page(
+        StatusCode::OK,
+        "queues.html",
+        Some(&Me::from(&who)),
+        "queues",
+        &data,
+    ))
 }
 
 // ----- audit -----
@@ -241,7 +360,10 @@ struct AuditQuery {
 }
 
 fn non_empty(v: &Option<String>) -> Option<String> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 impl AuditQuery {
@@ -295,7 +417,13 @@ async fn audit(
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => {
             data.invalid = Some("after_seq: must be a whole number".into());
-            return Ok(page(StatusCode::BAD_REQUEST, "audit.html", Some(&me), "audit", &data));
+            return Ok(page(
+                StatusCode::BAD_REQUEST,
+                "audit.html",
+                Some(&me),
+                "audit",
+                &data,
+            ));
         }
     };
     let filter = AuditFilter {
@@ -312,18 +440,39 @@ async fn audit(
             if events.len() as i64 == AUDIT_PAGE
                 && let Some(last) = events.last()
             {
-                data.next = Some(AuditQuery { after_seq: Some(last.seq.to_string()), ..filters });
+                data.next = Some(AuditQuery {
+                    after_seq: Some(last.seq.to_string()),
+                    ..filters
+                });
             }
             data.events = events.iter().map(views::audit_row).collect();
-            Ok(page(StatusCode::OK, "audit.html", Some(&me), "audit", &data))
+            Ok(page(
+                StatusCode::OK,
+                "audit.html",
+                Some(&me),
+                "audit",
+                &data,
+            ))
         }
         Err(CoreError::PermissionDenied(m)) => {
             data.denied = Some(m);
-            Ok(page(StatusCode::FORBIDDEN, "audit.html", Some(&me), "audit", &data))
+            Ok(page(
+                StatusCode::FORBIDDEN,
+                "audit.html",
+                Some(&me),
+                "audit",
+                &data,
+            ))
         }
         Err(CoreError::Invalid { message, .. }) => {
             data.invalid = Some(message);
-            Ok(page(StatusCode::BAD_REQUEST, "audit.html", Some(&me), "audit", &data))
+            Ok(page(
+                StatusCode::BAD_REQUEST,
+                "audit.html",
+                Some(&me),
+                "audit",
+                &data,
+            ))
         }
         Err(e) => Err(ConsoleError::core(e, &who)),
     }
@@ -339,7 +488,13 @@ async fn verify(State(s): State<AppState>, Session(who): Session) -> PageResult 
     if !result.ok {
         tracing::warn!(checked = result.checked, first_bad = ?result.first_bad, "audit chain broken");
     }
-    Ok(page(StatusCode::OK, "verify.html", Some(&Me::from(&who)), "audit", &VerifyPage { result }))
+    Ok(page(
+        StatusCode::OK,
+        "verify.html",
+        Some(&Me::from(&who)),
+        "audit",
+        &VerifyPage { result },
+    ))
 }
 
 #[cfg(test)]

@@ -17,7 +17,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../../templates/base.html")),
     ("macros.html", include_str!("../../templates/macros.html")),
     ("login.html", include_str!("../../templates/login.html")),
-    ("overview.html", include_str!("../../templates/overview.html")),
+    (
+        "overview.html",
+        include_str!("../../templates/overview.html"),
+    ),
     ("pools.html", include_str!("../../templates/pools.html")),
     ("teams.html", include_str!("../../templates/teams.html")),
     ("queues.html", include_str!("../../templates/queues.html")),
@@ -26,14 +29,15 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("error.html", include_str!("../../templates/error.html")),
 ];
 
-fn environment() -> Result<&'static Environment<'static>, String> {
+pub(super) fn environment() -> Result<&'static Environment<'static>, String> {
     static ENV: OnceLock<Result<Environment<'static>, String>> = OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         // Printing a missing variable is a bug in a template, not an empty string.
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
         for (name, source) in TEMPLATES {
-            env.add_template(name, source).map_err(|e| format!("template {name}: {e:#}"))?;
+            env.add_template(name, source)
+                .map_err(|e| format!("template {name}: {e:#}"))?;
         }
         Ok(env)
     })
@@ -55,24 +59,34 @@ pub fn render<T: Serialize>(
         active => active,
         ..Value::from(Serde(page))
     };
-    tmpl.render(ctx).map_err(|e| format!("rendering {template}: {e:#}"))
+    tmpl.render(ctx)
+        .map_err(|e| format!("rendering {template}: {e:#}"))
 }
 
 /// A page, or the error page when rendering itself fails.
-pub fn page<T: Serialize>(status: StatusCode, template: &str, me: Option<&Me>, active: &str, data: &T) -> Response {
+pub fn page<T: Serialize>(
+    status: StatusCode,
+    template: &str,
+    me: Option<&Me>,
+    active: &str,
+    data: &T,
+) -> Response {
     match render(template, me, active, data) {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => ConsoleError::internal(e).into_response(),
     }
 }
 
-/// An error shown as an HTML page with its message.
+/// An error shown as an HTML page with its message (boxed: it travels in `Result`s).
 #[derive(Debug)]
-pub struct ConsoleError {
-    pub status: StatusCode,
-    pub title: String,
-    pub message: String,
-    pub me: Option<Me>,
+pub struct ConsoleError(Box<ErrorBody>);
+
+#[derive(Debug)]
+struct ErrorBody {
+    status: StatusCode,
+    title: String,
+    message: String,
+    me: Option<Me>,
 }
 
 #[derive(Serialize)]
@@ -84,7 +98,12 @@ struct ErrorPage<'a> {
 
 impl ConsoleError {
     pub fn new(status: StatusCode, title: impl Into<String>, message: impl Into<String>) -> Self {
-        ConsoleError { status, title: title.into(), message: message.into(), me: None }
+        ConsoleError(Box::new(ErrorBody {
+            status,
+            title: title.into(),
+            message: message.into(),
+            me: None,
+        }))
     }
 
     /// A failure of the console itself; the details go to the log, not the page.
@@ -98,7 +117,17 @@ impl ConsoleError {
     }
 
     pub fn not_found(path: &str) -> Self {
-        ConsoleError::new(StatusCode::NOT_FOUND, "Page not found", format!("There is no console page at {path}."))
+        ConsoleError::new(
+            StatusCode::NOT_FOUND,
+            "Page not found",
+            format!("There is no console page at {path}."),
+        )
+    }
+
+    /// Shows the navigation bar of `who` above the error.
+    pub fn for_user(mut self, who: &Identity) -> Self {
+        self.0.me = Some(Me::from(who));
+        self
     }
 
     /// The error of an operation, for the signed-in `who`.
@@ -107,7 +136,8 @@ impl ConsoleError {
         if matches!(api.code, ErrorCode::Internal | ErrorCode::Unavailable) {
             tracing::error!(error = %e, "console operation failed");
         }
-        let status = StatusCode::from_u16(api.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(api.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let title = match api.code {
             ErrorCode::PermissionDenied => "Permission denied",
             ErrorCode::NotFound => "Not found",
@@ -119,22 +149,32 @@ impl ConsoleError {
         };
         let mut message = api.message;
         for d in api.details {
-            message.push_str("\n");
+            message.push('\n');
             message.push_str(&d);
         }
-        ConsoleError { status, title: title.into(), message, me: Some(Me::from(who)) }
+        ConsoleError(Box::new(ErrorBody {
+            status,
+            title: title.into(),
+            message,
+            me: Some(Me::from(who)),
+        }))
     }
 }
 
 impl IntoResponse for ConsoleError {
     fn into_response(self) -> Response {
-        let data = ErrorPage { status: self.status.as_u16(), title: &self.title, message: &self.message };
-        match render("error.html", self.me.as_ref(), "", &data) {
-            Ok(html) => (self.status, Html(html)).into_response(),
+        let e = *self.0;
+        let data = ErrorPage {
+            status: e.status.as_u16(),
+            title: &e.title,
+            message: &e.message,
+        };
+        match render("error.html", e.me.as_ref(), "", &data) {
+            Ok(html) => (e.status, Html(html)).into_response(),
             // The last resort must not fail: plain text, no markup to escape.
-            Err(e) => {
-                tracing::error!(error = %e, "console error page failed");
-                (self.status, format!("{}: {}", self.title, self.message)).into_response()
+            Err(err) => {
+                tracing::error!(error = %err, "console error page failed");
+                (e.status, format!("{}: {}", e.title, e.message)).into_response()
             }
         }
     }

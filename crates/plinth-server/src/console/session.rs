@@ -64,7 +64,10 @@ pub fn session_token(headers: &HeaderMap) -> Option<String> {
 
 /// `Set-Cookie` that stores the token.
 pub fn set_cookie(token: &str) -> String {
-    format!("{COOKIE_NAME}={}; HttpOnly; SameSite=Strict; Path=/", encode_value(token))
+    format!(
+        "{COOKIE_NAME}={}; HttpOnly; SameSite=Strict; Path=/",
+        encode_value(token)
+    )
 }
 
 /// `Set-Cookie` that removes the session.
@@ -75,7 +78,8 @@ pub fn clear_cookie() -> &'static str {
 /// A 303 to `location`, optionally with a `Set-Cookie`.
 pub fn see_other(location: &'static str, cookie: Option<&str>) -> Response {
     let mut resp = StatusCode::SEE_OTHER.into_response();
-    resp.headers_mut().insert(header::LOCATION, HeaderValue::from_static(location));
+    resp.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static(location));
     if let Some(c) = cookie
         && let Ok(v) = HeaderValue::from_str(c)
     {
@@ -92,7 +96,10 @@ pub struct Session(pub Identity);
 impl FromRequestParts<AppState> for Session {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let Some(token) = session_token(&parts.headers) else {
             return Err(see_other(LOGIN_PATH, None));
         };
@@ -120,7 +127,10 @@ mod tests {
     fn generated_tokens_are_stored_verbatim() {
         let t = "plt_0123456789ab_00ff";
         assert_eq!(encode_value(t), t);
-        assert_eq!(set_cookie(t), "plinth_session=plt_0123456789ab_00ff; HttpOnly; SameSite=Strict; Path=/");
+        assert_eq!(
+            set_cookie(t),
+            "plinth_session=plt_0123456789ab_00ff; HttpOnly; SameSite=Strict; Path=/"
+        );
     }
 
     #[test]
@@ -138,11 +148,17 @@ mod tests {
     #[test]
     fn finds_the_session_among_other_cookies() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("theme=dark; plinth_session=abc%20d"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("theme=dark; plinth_session=abc%20d"),
+        );
         assert_eq!(session_token(&h).as_deref(), Some("abc d"));
         let mut h = HeaderMap::new();
         h.append(header::COOKIE, HeaderValue::from_static("a=1"));
-        h.append(header::COOKIE, HeaderValue::from_static("plinth_session=xyz"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("plinth_session=xyz"),
+        );
         assert_eq!(session_token(&h).as_deref(), Some("xyz"));
         let mut h = HeaderMap::new();
         h.append(header::COOKIE, HeaderValue::from_static("plinth_session="));

@@ -5,7 +5,7 @@ use plinth_types::spec::{PoolSpec, QueueSpec, TeamSpec};
 use plinth_types::{Identity, ResourceView};
 use serde::Serialize;
 
-use super::chart::{Chart, Row, Series, bar_chart, fmt_num};
+use super::chart::{Chart, FULL_WIDTH, Row, Series, bar_chart, fmt_num};
 
 /// The signed-in identity, for the navigation bar.
 #[derive(Debug, Clone, Serialize)]
@@ -60,7 +60,12 @@ pub struct Meta {
 fn meta(v: &ResourceView) -> Meta {
     Meta {
         name: v.metadata.name.clone(),
-        labels: v.metadata.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        labels: v
+            .metadata
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
         generation: v.status.generation,
         updated_at: v.status.updated_at.clone(),
         updated_short: short_time(&v.status.updated_at),
@@ -117,7 +122,11 @@ pub fn pool_row(v: &ResourceView) -> PoolRow {
     row.valid = true;
     row.backend = enum_str(&s.backend);
     row.nodes = nodes;
-    row.gpus = nodes * s.accelerator.as_ref().map(|a| u64::from(a.count)).unwrap_or(0);
+    row.gpus = nodes
+        * s.accelerator
+            .as_ref()
+            .map(|a| u64::from(a.count))
+            .unwrap_or(0);
     row.accelerator = s.accelerator.as_ref().map(|a| match a.memory_gib {
         Some(m) => format!("{} × {} ({m} GiB)", a.kind, a.count),
         None => format!("{} × {}", a.kind, a.count),
@@ -222,6 +231,8 @@ pub fn queue_row(v: &ResourceView) -> QueueRow {
 pub struct DetailItem {
     pub key: String,
     pub value: String,
+    /// How many entries a list value has (0 for anything else); long lists fold away.
+    pub count: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -237,19 +248,37 @@ pub struct AuditRow {
     pub detail: Vec<DetailItem>,
 }
 
-fn detail_items(detail: &serde_json::Value) -> Vec<DetailItem> {
-    let text = |v: &serde_json::Value| match v {
+/// One detail value as text: strings without quotes, lists of scalars comma-separated, anything
+/// else as compact JSON.
+fn detail_text(v: &serde_json::Value) -> String {
+    match v {
         serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items)
+            if items.iter().all(|i| !i.is_object() && !i.is_array()) =>
+        {
+            items.iter().map(detail_text).collect::<Vec<_>>().join(", ")
+        }
         other => other.to_string(),
-    };
+    }
+}
+
+fn detail_items(detail: &serde_json::Value) -> Vec<DetailItem> {
     match detail {
         serde_json::Value::Null => Vec::new(),
         serde_json::Value::Object(map) => map
             .iter()
             .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| DetailItem { key: k.clone(), value: text(v) })
+            .map(|(k, v)| DetailItem {
+                key: k.clone(),
+                value: detail_text(v),
+                count: v.as_array().map_or(0, Vec::len),
+            })
             .collect(),
-        other => vec![DetailItem { key: "detail".into(), value: text(other) }],
+        other => vec![DetailItem {
+            key: "detail".into(),
+            value: detail_text(other),
+            count: other.as_array().map_or(0, Vec::len),
+        }],
     }
 }
 
@@ -267,33 +296,74 @@ pub fn audit_row(e: &AuditEvent) -> AuditRow {
     }
 }
 
-const GPU_SERIES: Series = Series { title: "Accelerators", class: "bar-gpu", unit: "GPUs" };
-const CPU_SERIES: Series = Series { title: "CPU cores", class: "bar-cpu", unit: "cores" };
-const QUOTA_SERIES: Series = Series { title: "Nominal GPU quota", class: "bar-quota", unit: "GPUs" };
+const GPU_SERIES: Series = Series {
+    title: "Accelerators",
+    class: "bar-gpu",
+    unit: "GPUs",
+};
+const CPU_SERIES: Series = Series {
+    title: "CPU cores",
+    class: "bar-cpu",
+    unit: "cores",
+};
+const QUOTA_SERIES: Series = Series {
+    title: "Nominal GPU quota",
+    class: "bar-quota",
+    unit: "GPUs",
+};
 
 /// Accelerators and CPU cores per pool, side by side.
 pub fn capacity_chart(pools: &[PoolRow]) -> Option<Chart> {
     let rows: Vec<Row> = pools
         .iter()
-        .map(|p| Row { label: p.meta.name.clone(), values: vec![p.gpus as f64, p.cpus as f64] })
+        .map(|p| Row {
+            label: p.meta.name.clone(),
+            values: vec![p.gpus as f64, p.cpus as f64],
+        })
         .collect();
-    bar_chart("overview-chart", "Accelerators and CPU cores per pool", &[GPU_SERIES, CPU_SERIES], &rows)
+    bar_chart(
+        "overview-chart",
+        "Accelerators and CPU cores per pool",
+        FULL_WIDTH,
+        &[GPU_SERIES, CPU_SERIES],
+        &rows,
+    )
 }
 
 /// Accelerators per pool.
 pub fn gpu_chart(pools: &[PoolRow]) -> Option<Chart> {
-    let rows: Vec<Row> =
-        pools.iter().map(|p| Row { label: p.meta.name.clone(), values: vec![p.gpus as f64] }).collect();
-    bar_chart("pool-gpu-chart", "GPU capacity per pool", &[GPU_SERIES], &rows)
+    let rows: Vec<Row> = pools
+        .iter()
+        .map(|p| Row {
+            label: p.meta.name.clone(),
+            values: vec![p.gpus as f64],
+        })
+        .collect();
+    bar_chart(
+        "pool-gpu-chart",
+        "GPU capacity per pool",
+        FULL_WIDTH,
+        &[GPU_SERIES],
+        &rows,
+    )
 }
 
 /// Nominal accelerators per queue (summed over its pools).
 pub fn quota_chart(queues: &[QueueRow]) -> Option<Chart> {
     let rows: Vec<Row> = queues
         .iter()
-        .map(|q| Row { label: q.meta.name.clone(), values: vec![q.nominal_gpus] })
+        .map(|q| Row {
+            label: q.meta.name.clone(),
+            values: vec![q.nominal_gpus],
+        })
         .collect();
-    bar_chart("queue-quota-chart", "Nominal GPU quota per queue", &[QUOTA_SERIES], &rows)
+    bar_chart(
+        "queue-quota-chart",
+        "Nominal GPU quota per queue",
+        FULL_WIDTH,
+        &[QUOTA_SERIES],
+        &rows,
+    )
 }
 
 #[cfg(test)]
@@ -302,11 +372,19 @@ pub(crate) mod tests {
     use plinth_types::resource::{ObjectMeta, ObjectStatus};
     use serde_json::json;
 
-    pub(crate) fn view(kind: &str, name: &str, team: Option<&str>, spec: serde_json::Value) -> ResourceView {
+    pub(crate) fn view(
+        kind: &str,
+        name: &str,
+        team: Option<&str>,
+        spec: serde_json::Value,
+    ) -> ResourceView {
         ResourceView {
             api_version: "plinth/v1".into(),
             kind: kind.into(),
-            metadata: ObjectMeta { name: name.into(), ..Default::default() },
+            metadata: ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            },
             spec,
             status: ObjectStatus {
                 team: team.map(Into::into),
@@ -357,11 +435,19 @@ pub(crate) mod tests {
 
     #[test]
     fn times_and_details_are_readable() {
-        assert_eq!(short_time("2026-01-02T03:04:05.123456Z"), "2026-01-02 03:04:05");
+        assert_eq!(
+            short_time("2026-01-02T03:04:05.123456Z"),
+            "2026-01-02 03:04:05"
+        );
         assert_eq!(short_time("yesterday"), "yesterday");
         let items = detail_items(&json!({"role": "admin", "generation": 2, "gone": null}));
         assert_eq!(items.len(), 2);
         assert_eq!(items[1].value, "admin");
         assert_eq!(detail_items(&json!("x"))[0].value, "x");
+        let changed =
+            detail_items(&json!({"changed": ["spec.nodes", "metadata.name"], "o": {"a": 1}}));
+        assert_eq!(changed[0].value, "spec.nodes, metadata.name");
+        assert_eq!(changed[0].count, 2);
+        assert_eq!(changed[1].value, r#"{"a":1}"#);
     }
 }
