@@ -189,7 +189,7 @@ impl Platform {
         req: CreateTokenRequest,
     ) -> Result<CreatedToken, CoreError> {
         let name = req.name.trim();
-        if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
             return Err(CoreError::invalid(
                 "name: must be 1 to 100 printable characters",
             ));

@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use plinth_types::api::{
-    ApplyRequest, ApplyResponse, CreateTokenRequest, CreatedToken, DeleteResponse, Overview, TokenInfo,
+    ApplyRequest, ApplyResponse, CreateTokenRequest, CreatedToken, DeleteResponse, Overview,
+    TokenInfo,
 };
 use plinth_types::audit::{AuditEvent, AuditFilter, AuditVerification};
 use plinth_types::{ErrorCode, Identity, ResourceView};
@@ -31,7 +32,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/kinds", get(kinds))
         .route("/api/v1/apply", post(apply))
         .route("/api/v1/resources/{kind}", get(list_resources))
-        .route("/api/v1/resources/{kind}/{name}", get(get_resource).delete(delete_resource))
+        .route(
+            "/api/v1/resources/{kind}/{name}",
+            get(get_resource).delete(delete_resource),
+        )
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/audit", get(audit_log))
@@ -46,18 +50,21 @@ pub struct Health {
 /// Liveness: the process is up.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// Readiness: the store answers.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses(
     (status = 200, body = Health), (status = 503, body = plinth_types::ApiError)))]
 pub async fn readyz(State(s): State<AppState>) -> Result<Json<Health>, ApiErrorResponse> {
-    s.platform
-        .ready()
-        .await
-        .map_err(|e| ApiErrorResponse::new(ErrorCode::Unavailable, format!("store not ready: {e}")))?;
-    Ok(Json(Health { status: "ready".into() }))
+    s.platform.ready().await.map_err(|e| {
+        ApiErrorResponse::new(ErrorCode::Unavailable, format!("store not ready: {e}"))
+    })?;
+    Ok(Json(Health {
+        status: "ready".into(),
+    }))
 }
 
 /// Prometheus metrics in the text exposition format.
@@ -65,14 +72,25 @@ pub async fn readyz(State(s): State<AppState>) -> Result<Json<Health>, ApiErrorR
     (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(s): State<AppState>) -> Response {
     let text = s.metrics.render(&s).await;
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// This OpenAPI document.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses(
     (status = 200, description = "OpenAPI 3.1 document", body = Object)))]
 pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::openapi_json()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::openapi_json(),
+    )
+        .into_response()
 }
 
 /// The identity behind the bearer token.
@@ -148,10 +166,14 @@ pub async fn apply(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<ApplyResponse> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let (documents, dry_run) = if content_type.contains("yaml") {
-        let text = std::str::from_utf8(&body)
-            .map_err(|_| ApiErrorResponse::new(ErrorCode::InvalidArgument, "request body is not UTF-8 text"))?;
+        let text = std::str::from_utf8(&body).map_err(|_| {
+            ApiErrorResponse::new(ErrorCode::InvalidArgument, "request body is not UTF-8 text")
+        })?;
         let docs = plinth_config::parse_yaml_documents(text, "request")
             .map_err(|e| ApiErrorResponse::new(ErrorCode::InvalidArgument, e.to_string()))?;
         (docs, q.dry_run.unwrap_or(false))
@@ -216,14 +238,21 @@ pub async fn delete_resource(
     Path((kind, name)): Path<(String, String)>,
     Query(q): Query<DryRunQuery>,
 ) -> ApiResult<DeleteResponse> {
-    Ok(Json(s.platform.delete(&who, &kind, &name, q.dry_run.unwrap_or(false)).await?))
+    Ok(Json(
+        s.platform
+            .delete(&who, &kind, &name, q.dry_run.unwrap_or(false))
+            .await?,
+    ))
 }
 
 /// Tokens the caller may manage (maintainers: their team's; admins: all).
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "access", security(("bearer" = [])),
     responses((status = 200, body = Vec<TokenInfo>), (status = 401, body = plinth_types::ApiError),
         (status = 403, body = plinth_types::ApiError)))]
-pub async fn list_tokens(State(s): State<AppState>, Caller(who): Caller) -> ApiResult<Vec<TokenInfo>> {
+pub async fn list_tokens(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+) -> ApiResult<Vec<TokenInfo>> {
     Ok(Json(s.platform.list_tokens(&who).await?))
 }
 
@@ -238,7 +267,10 @@ pub async fn create_token(
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiErrorResponse> {
     let req: CreateTokenRequest = parse_json(&body)?;
-    Ok((StatusCode::CREATED, Json(s.platform.create_token(&who, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.platform.create_token(&who, req).await?),
+    ))
 }
 
 /// Revokes a token; it stops working on the next request.
@@ -271,6 +303,9 @@ pub async fn audit_log(
 #[utoipa::path(post, path = "/api/v1/audit/verify", tag = "audit", security(("bearer" = [])),
     responses((status = 200, body = AuditVerification), (status = 401, body = plinth_types::ApiError),
         (status = 403, body = plinth_types::ApiError)))]
-pub async fn audit_verify(State(s): State<AppState>, Caller(who): Caller) -> ApiResult<AuditVerification> {
+pub async fn audit_verify(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+) -> ApiResult<AuditVerification> {
     Ok(Json(s.platform.audit_verify(&who).await?))
 }

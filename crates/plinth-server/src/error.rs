@@ -28,17 +28,22 @@ impl From<CoreError> for ApiErrorResponse {
 
 impl IntoResponse for ApiErrorResponse {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, axum::Json(self.0)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }
 }
 
 pub async fn not_found(req: Request<Body>) -> ApiErrorResponse {
-    ApiErrorResponse::new(ErrorCode::NotFound, format!("no route for {} {}", req.method(), req.uri().path()))
+    ApiErrorResponse::new(
+        ErrorCode::NotFound,
+        format!("no route for {} {}", req.method(), req.uri().path()),
+    )
 }
 
 fn code_for(status: StatusCode) -> ErrorCode {
@@ -77,11 +82,18 @@ pub async fn json_errors(req: Request<Body>, next: Next) -> Response {
         Err(_) => String::new(),
     };
     let message = if text.is_empty() {
-        status.canonical_reason().unwrap_or("error").to_ascii_lowercase()
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
     } else {
         text.to_ascii_lowercase()
     };
-    let code = if status == StatusCode::METHOD_NOT_ALLOWED { ErrorCode::InvalidArgument } else { code_for(status) };
+    let code = if status == StatusCode::METHOD_NOT_ALLOWED {
+        ErrorCode::InvalidArgument
+    } else {
+        code_for(status)
+    };
     let mut out = (status, axum::Json(ApiError::new(code, message))).into_response();
     if let Some(allow) = parts.headers.get(header::ALLOW) {
         out.headers_mut().insert(header::ALLOW, allow.clone());

@@ -38,11 +38,15 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(console::routes())
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .fallback(error::not_found)
-        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
+        // Outside the body limit, so its 413 for a declared length becomes JSON as well.
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -50,7 +54,9 @@ pub fn router(state: AppState) -> Router {
 /// Installs the global log subscriber (stderr) in the requested format.
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber_filter(level);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -97,7 +103,9 @@ pub async fn serve(
     })?;
     let store = Store::connect(&config.database_url).await?;
     let platform = Platform::new(store.clone());
-    let admin_token = platform.bootstrap(config.bootstrap_token.as_deref()).await?;
+    let admin_token = platform
+        .bootstrap(config.bootstrap_token.as_deref())
+        .await?;
     let state = AppState {
         platform,
         metrics: Arc::new(metrics::Metrics::new()),
@@ -105,7 +113,10 @@ pub async fn serve(
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| ServeError::Bind { addr: config.listen, message: e.to_string() })?;
+        .map_err(|e| ServeError::Bind {
+            addr: config.listen,
+            message: e.to_string(),
+        })?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, backend = store.backend().as_str(), "plinth serving");
     on_start(&Started { addr, admin_token });
@@ -137,7 +148,10 @@ async fn shutdown_signal(grace: Duration) {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining requests");
+    tracing::info!(
+        grace_seconds = grace.as_secs(),
+        "shutting down: draining requests"
+    );
     // Force the exit if draining takes longer than the grace period.
     tokio::spawn(async move {
         tokio::time::sleep(grace).await;

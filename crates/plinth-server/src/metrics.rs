@@ -54,18 +54,45 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("plinth");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests served, by route and status", requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests served, by route and status",
+            requests.clone(),
+        );
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 16))
         });
-        registry.register("http_request_duration_seconds", "HTTP request latency in seconds", latency.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency in seconds",
+            latency.clone(),
+        );
         let objects = Family::<KindLabels, Gauge>::default();
-        registry.register("resources", "Stored declarative resources by kind", objects.clone());
+        registry.register(
+            "resources",
+            "Stored declarative resources by kind",
+            objects.clone(),
+        );
         let audit_events = Gauge::default();
-        registry.register("audit_events", "Events in the audit log", audit_events.clone());
+        registry.register(
+            "audit_events",
+            "Events in the audit log",
+            audit_events.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
-        registry.register("build_info", "Version and store backend of this server (always 1)", build.clone());
-        Metrics { registry, requests, latency, objects, audit_events, build }
+        registry.register(
+            "build_info",
+            "Version and store backend of this server (always 1)",
+            build.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            objects,
+            audit_events,
+            build,
+        }
     }
 
     /// Refreshes store gauges, then renders the text exposition format.
@@ -74,7 +101,11 @@ impl Metrics {
         for k in plinth_config::kinds::KINDS {
             if let Ok(list) = store.list_objects(k.name).await {
                 let n = i64::try_from(list.len()).unwrap_or(i64::MAX);
-                self.objects.get_or_create(&KindLabels { kind: k.name.to_string() }).set(n);
+                self.objects
+                    .get_or_create(&KindLabels {
+                        kind: k.name.to_string(),
+                    })
+                    .set(n);
             }
         }
         if let Ok(n) = store.count_audit().await {
@@ -130,8 +161,20 @@ pub async fn track(State(state): State<AppState>, req: Request<Body>, next: Next
     let start = Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
-    state.metrics.requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
-    state.metrics.latency.get_or_create(&RouteLabels { method, route }).observe(start.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    state
+        .metrics
+        .latency
+        .get_or_create(&RouteLabels { method, route })
+        .observe(start.elapsed().as_secs_f64());
     resp
 }
 

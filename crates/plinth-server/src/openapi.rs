@@ -75,5 +75,7 @@ impl Modify for ResponseDescriptions {
 
 /// The document as JSON text.
 pub fn openapi_json() -> String {
-    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|_| "{}".to_string())
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".to_string())
 }

@@ -24,6 +24,7 @@ pub struct SourcedDocument {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyRequest {
+    #[schema(min_items = 1, max_items = 1000)]
     pub documents: Vec<SourcedDocument>,
     /// Validate and compute the diff without storing anything.
     #[serde(default)]
@@ -131,10 +132,12 @@ impl From<TokenRecord> for TokenInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
-    /// Who or what will use the token.
+    /// Who or what will use the token: 1 to 100 printable characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
-    /// The team; required for every role but admin.
+    /// The team (an existing Team's name); required for every role but admin.
     #[serde(default)]
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub team: Option<String>,
     pub role: Role,
 }

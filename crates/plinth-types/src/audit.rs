@@ -62,6 +62,8 @@ pub struct AuditFilter {
     /// Only events with `seq` greater than this (for paging).
     pub after_seq: Option<i64>,
     /// At most this many events (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
