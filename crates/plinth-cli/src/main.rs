@@ -5,6 +5,8 @@
 
 mod client;
 mod commands;
+mod contract;
+mod data;
 mod output;
 mod up;
 
@@ -100,6 +102,12 @@ enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(commands::AuditCmd),
+    /// Lint ODCS v3 data contracts and check them against data files (no server needed).
+    #[command(subcommand)]
+    Contract(contract::ContractCmd),
+    /// Profile datasets and measure drift between them (local files; no server needed).
+    #[command(subcommand)]
+    Data(data::DataCmd),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -175,6 +183,8 @@ async fn run(cli: Cli) -> i32 {
         } => commands::delete(conn, kind, name, dry_run).await,
         Command::Token(cmd) => commands::token(cmd).await,
         Command::Audit(cmd) => commands::audit(cmd).await,
+        Command::Contract(cmd) => contract::run(cmd).await,
+        Command::Data(cmd) => data::run(cmd).await,
     };
     match result {
         Ok(code) => code,
