@@ -333,8 +333,36 @@ def test_pages_render_with_no_objects(browser, fresh_server):
     assert "No teams yet" in browser.find_element(By.ID, "teams-empty").text
     nav(browser, "nav-queues", "Queues")
     assert "No queues yet" in browser.find_element(By.ID, "queues-empty").text
+    nav(browser, "nav-contracts", "Data contracts")
+    assert "No data contracts yet" in browser.find_element(By.ID, "contracts-empty").text
+    assert has(browser, "#versions-empty")
     nav(browser, "nav-audit", "Audit log")
     assert [r.get_attribute("data-seq") for r in rows(browser, "audit-table")] == ["1"]
+
+
+def test_contracts_page_shows_dataset_versions(browser, tmp_path):
+    s = start_server()
+    try:
+        contracts_page_checks(browser, s, tmp_path)
+    finally:
+        stop_server(s)
+
+
+def contracts_page_checks(browser, s, tmp_path):
+    s.apply_yaml("apiVersion: v3.0.2\nkind: DataContract\nid: orders\nversion: 1.0.0\n"
+                 "status: active\nschema:\n  - name: orders\n    properties:\n"
+                 "      - {name: id, logicalType: integer, unique: true}\n")
+    (tmp_path / "good.csv").write_text("id\n1\n2\n")
+    (tmp_path / "bad.csv").write_text("id\n1\n1\n")
+    for name in ["good.csv", "bad.csv"]:
+        status, body = s.request("POST", "/api/v1/datacontracts/orders/versions",
+                                 {"path": str(tmp_path / name)})
+        assert status == 201, body
+    sign_in_ok(browser, s, s.token)
+    nav(browser, "nav-contracts", "Data contracts")
+    latest = browser.find_element(By.CSS_SELECTOR, "#contract-orders [data-status]")
+    assert latest.get_attribute("data-status") == "failed"
+    assert [r.get_attribute("data-name") for r in rows(browser, "versions-table")] == ["orders-v2", "orders-v1"]
 
 
 def test_object_text_is_escaped(browser, fresh_server):

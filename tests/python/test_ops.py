@@ -146,6 +146,45 @@ def promtool():
     return path
 
 
+DATA_CONTRACT = """
+apiVersion: v3.0.2
+kind: DataContract
+id: ops-orders
+version: 1.0.0
+status: active
+schema:
+  - name: orders
+    properties:
+      - {name: id, logicalType: integer, required: true, unique: true}
+      - {name: day, logicalType: date}
+slaProperties:
+  - {id: orders_freshness, property: freshness, value: PT36H, element: orders.day}
+"""
+
+
+def test_dataset_metrics_pass_promtool(demo_server):
+    s = demo_server
+    s.apply_yaml(DATA_CONTRACT)
+    with tempfile.TemporaryDirectory() as d:
+        data = pathlib.Path(d) / "orders.csv"
+        data.write_text("id,day\n1,2026-11-27\n2,2026-11-28\n")
+        body = json.dumps({"path": str(data), "now": "2026-11-28T10:00:00Z"}).encode()
+        status, _, resp = raw(s, "POST", "/api/v1/datacontracts/ops-orders/versions", body,
+                              {**auth(s), "Content-Type": "application/json"})
+    assert status == 201, resp
+    assert json.loads(resp)["spec"]["status"] == "passed"
+    status, _, body = raw(s, "GET", "/metrics")
+    text = body.decode()
+    assert re.search(r'^plinth_dataset_freshness_lag_seconds\{contract="ops-orders"\} \S+$',
+                     text, re.M), text
+    assert re.search(r'^plinth_dataset_checks\{contract="ops-orders",status="passed"\} \d+$',
+                     text, re.M), text
+    lint = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=60)
+    assert lint.returncode == 0, f"promtool: {lint.stdout}{lint.stderr}"
+    assert lint.stdout.strip() == "" and lint.stderr.strip() == "", lint.stdout + lint.stderr
+
+
 def test_metrics_pass_promtool_and_count_requests_by_route(demo_server):
     s = demo_server
     for path in ["/api/v1/whoami", "/api/v1/kinds", "/api/v1/resources/pools",

@@ -7,6 +7,7 @@ mod client;
 mod commands;
 mod contract;
 mod data;
+mod dataset;
 mod output;
 mod up;
 
@@ -108,6 +109,9 @@ enum Command {
     /// Profile datasets and measure drift between them (local files; no server needed).
     #[command(subcommand)]
     Data(data::DataCmd),
+    /// Register dataset versions against a DataContract on the server, and list them.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCmd),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -185,6 +189,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Audit(cmd) => commands::audit(cmd).await,
         Command::Contract(cmd) => contract::run(cmd).await,
         Command::Data(cmd) => data::run(cmd).await,
+        Command::Dataset(cmd) => dataset::run(cmd).await,
     };
     match result {
         Ok(code) => code,

@@ -112,7 +112,19 @@ pub static KINDS: &[KindInfo] = &[
         description: "a team's quota of pools, its cohort, priority and preemption policy",
         validate: validate_queue,
     },
+    KindInfo {
+        name: "DataContract",
+        plural: "datacontracts",
+        aliases: &["datacontract", "contract", "contracts", "dc"],
+        scope: Scope::Cluster,
+        description: "an ODCS v3 data contract that registered dataset versions are checked against",
+        validate: validate_data_contract,
+    },
 ];
+
+/// The kind of server-managed dataset versions (`POST /api/v1/datacontracts/{name}/versions`);
+/// stored like a resource but never applied by hand.
+pub const DATASET_VERSION_KIND: &str = "DatasetVersion";
 
 /// Finds a kind by its name, plural or alias, ignoring case.
 pub fn lookup_kind(s: &str) -> Option<&'static KindInfo> {
@@ -191,6 +203,48 @@ pub fn validate_document(sd: &SourcedDocument) -> Result<ValidObject, DocumentEr
             "a document must be a mapping with apiVersion, kind, metadata and spec".into(),
         ));
     };
+    if map.get("kind").and_then(|k| k.as_str()) == Some(DATASET_VERSION_KIND) {
+        return Err(err(
+            None,
+            "kind",
+            "DatasetVersion objects are managed by the server and cannot be applied; register a dataset with `plinth dataset register CONTRACT PATH` (POST /api/v1/datacontracts/{name}/versions)".into(),
+        ));
+    }
+    // A raw ODCS v3 document: wrap it into the Plinth envelope, named by its `id`.
+    if let Some(serde_json::Value::String(v)) = map.get("apiVersion")
+        && v.starts_with("v3.")
+        && map.get("kind").and_then(|k| k.as_str()) == Some("DataContract")
+    {
+        let id = match map.get("id") {
+            Some(serde_json::Value::String(id)) => id.clone(),
+            Some(_) => return Err(err(None, "id", "must be a string".into())),
+            None => {
+                return Err(err(
+                    None,
+                    "id",
+                    "missing; a raw ODCS data contract is stored under its `id`".into(),
+                ));
+            }
+        };
+        validate_name(&id).map_err(|m| {
+            err(
+                Some(format!("DataContract/{id}")),
+                "id",
+                format!("the contract id names the DataContract object: {m}"),
+            )
+        })?;
+        let wrapped = SourcedDocument {
+            file: sd.file.clone(),
+            index: sd.index,
+            document: serde_json::json!({
+                "apiVersion": API_VERSION,
+                "kind": "DataContract",
+                "metadata": {"name": id},
+                "spec": sd.document.clone(),
+            }),
+        };
+        return validate_document(&wrapped);
+    }
     for key in map.keys() {
         if !["apiVersion", "kind", "metadata", "spec", "status"].contains(&key.as_str()) {
             return Err(err(
@@ -442,6 +496,35 @@ fn validate_queue(_name: &str, spec: serde_json::Value) -> Result<Checked, Field
     })
 }
 
+fn validate_data_contract(_name: &str, spec: serde_json::Value) -> Result<Checked, FieldError> {
+    let contract =
+        plinth_contracts::odcs::Contract::from_value(spec.clone()).map_err(|e| FieldError {
+            path: e.path,
+            message: e.message,
+        })?;
+    let errors: Vec<_> = plinth_contracts::odcs::lint(&contract)
+        .into_iter()
+        .filter(|f| f.level == plinth_contracts::odcs::Level::Error)
+        .collect();
+    if let Some(first) = errors.first() {
+        let more = if errors.len() > 1 {
+            format!(" (and {} more lint errors)", errors.len() - 1)
+        } else {
+            String::new()
+        };
+        return Err(field(
+            first.path.clone(),
+            format!("{}{more}", first.message),
+        ));
+    }
+    // Stored exactly as given, not re-serialized from the typed structs.
+    Ok(Checked {
+        spec,
+        team: None,
+        references: Vec::new(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -560,5 +643,66 @@ mod tests {
         }
         assert_eq!(lookup_kind("q").map(|k| k.name), Some("Queue"));
         assert!(lookup_kind("widgets").is_none());
+    }
+
+    fn odcs(id: &str) -> serde_json::Value {
+        json!({
+            "apiVersion": "v3.0.2", "kind": "DataContract", "id": id, "version": "1.0.0",
+            "status": "active",
+            "schema": [{"name": "orders", "properties": [
+                {"name": "id", "logicalType": "integer", "required": true, "unique": true}]}]
+        })
+    }
+
+    #[test]
+    fn data_contract_envelope_keeps_the_odcs_document_as_given() {
+        let v = check(json!({"apiVersion": "plinth/v1", "kind": "DataContract",
+            "metadata": {"name": "orders"}, "spec": odcs("anything-else")}))
+        .unwrap();
+        assert_eq!(v.kind, "DataContract");
+        assert_eq!(v.name, "orders");
+        assert_eq!(v.team, None);
+        assert_eq!(v.document.spec, odcs("anything-else"));
+    }
+
+    #[test]
+    fn raw_odcs_document_is_wrapped_and_named_by_its_id() {
+        let v = check(odcs("orders-v1")).unwrap();
+        assert_eq!(v.kind, "DataContract");
+        assert_eq!(v.name, "orders-v1");
+        assert_eq!(v.document.api_version, "plinth/v1");
+        assert_eq!(v.document.metadata.name, "orders-v1");
+        assert_eq!(v.document.spec, odcs("orders-v1"));
+        assert_eq!(
+            lookup_kind("datacontracts").map(|k| k.name),
+            Some("DataContract")
+        );
+    }
+
+    #[test]
+    fn invalid_data_contracts_are_rejected_with_their_path() {
+        let err = check(odcs("Not A Name")).unwrap_err();
+        assert!(
+            err.contains("f.yaml: document 2 (DataContract/Not A Name): id: "),
+            "{err}"
+        );
+        let mut bad = odcs("orders");
+        bad["schema"][0]["properties"][0]["logicalType"] = json!("integr");
+        let err = check(bad).unwrap_err();
+        assert!(
+            err.contains("(DataContract/orders): spec.schema[0].properties[0].logicalType"),
+            "{err}"
+        );
+        let mut lint = odcs("orders");
+        lint["schema"][0]["properties"][0]["logicalTypeOptions"] = json!({"pattern": "(["});
+        let err = check(lint).unwrap_err();
+        assert!(
+            err.contains("(DataContract/orders): spec.schema[0].properties[0]"),
+            "{err}"
+        );
+        let err = check(json!({"apiVersion": "plinth/v1", "kind": "DatasetVersion",
+            "metadata": {"name": "orders-v1"}, "spec": {}}))
+        .unwrap_err();
+        assert!(err.contains("managed by the server"), "{err}");
     }
 }

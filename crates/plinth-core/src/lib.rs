@@ -3,6 +3,7 @@
 //! and hands the store one atomic batch of changes plus their audit events.
 
 mod auth;
+mod datasets;
 mod diff;
 mod error;
 mod resources;
@@ -13,6 +14,7 @@ use chrono::{SecondsFormat, Utc};
 use plinth_store::Store;
 
 pub use auth::{TOKEN_PREFIX, authorize_read, generate_token};
+pub use datasets::content_digest;
 pub use diff::diff_documents;
 pub use error::CoreError;
 pub use resources::document_digest;

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use plinth_types::api::{
-    ApplyRequest, ApplyResponse, CreateTokenRequest, CreatedToken, DeleteResponse, Overview,
-    TokenInfo,
+    ApplyRequest, ApplyResponse, CreateTokenRequest, CreatedToken, DatasetVersion, DeleteResponse,
+    Overview, RegisterDatasetRequest, TokenInfo,
 };
 use plinth_types::audit::{AuditEvent, AuditFilter, AuditVerification};
 use plinth_types::{ErrorCode, Identity, ResourceView};
@@ -40,6 +40,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/audit", get(audit_log))
         .route("/api/v1/audit/verify", post(audit_verify))
+        .route(
+            "/api/v1/datacontracts/{name}/versions",
+            get(list_dataset_versions).post(register_dataset),
+        )
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -308,4 +312,39 @@ pub async fn audit_verify(
     Caller(who): Caller,
 ) -> ApiResult<AuditVerification> {
     Ok(Json(s.platform.audit_verify(&who).await?))
+}
+
+/// Checks a data file or folder readable by the server against a DataContract and records the
+/// result as the contract's next dataset version (`<contract>-v<N>`). Admins and maintainers.
+/// A check that fails or errors is recorded too (status `failed` or `error`).
+#[utoipa::path(post, path = "/api/v1/datacontracts/{name}/versions", tag = "datasets", security(("bearer" = [])),
+    params(("name" = String, Path, description = "the DataContract's name")),
+    request_body = RegisterDatasetRequest,
+    responses((status = 201, body = DatasetVersion), (status = 400, body = plinth_types::ApiError),
+        (status = 401, body = plinth_types::ApiError), (status = 403, body = plinth_types::ApiError),
+        (status = 404, body = plinth_types::ApiError), (status = 409, body = plinth_types::ApiError)))]
+pub async fn register_dataset(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<DatasetVersion>), ApiErrorResponse> {
+    let req: RegisterDatasetRequest = parse_json(&body)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(s.platform.register_dataset(&who, &name, req).await?),
+    ))
+}
+
+/// The registered dataset versions of a DataContract, newest first.
+#[utoipa::path(get, path = "/api/v1/datacontracts/{name}/versions", tag = "datasets", security(("bearer" = [])),
+    params(("name" = String, Path, description = "the DataContract's name")),
+    responses((status = 200, body = Vec<DatasetVersion>), (status = 401, body = plinth_types::ApiError),
+        (status = 404, body = plinth_types::ApiError)))]
+pub async fn list_dataset_versions(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Vec<DatasetVersion>> {
+    Ok(Json(s.platform.list_dataset_versions(&who, &name).await?))
 }

@@ -1,6 +1,7 @@
 //! Prometheus metrics: request counts and latencies per route, plus store gauges read at scrape.
 
 use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -36,6 +37,17 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContractLabels {
+    contract: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContractStatusLabels {
+    contract: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
     backend: String,
@@ -48,6 +60,8 @@ pub struct Metrics {
     objects: Family<KindLabels, Gauge>,
     audit_events: Gauge,
     build: Family<BuildLabels, Gauge>,
+    freshness_lag: Family<ContractLabels, Gauge<f64, AtomicU64>>,
+    dataset_checks: Family<ContractStatusLabels, Gauge>,
 }
 
 impl Metrics {
@@ -85,8 +99,22 @@ impl Metrics {
             "Version and store backend of this server (always 1)",
             build.clone(),
         );
+        let freshness_lag = Family::<ContractLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "dataset_freshness_lag_seconds",
+            "Seconds between now and the newest freshness value of each contract's latest dataset version",
+            freshness_lag.clone(),
+        );
+        let dataset_checks = Family::<ContractStatusLabels, Gauge>::default();
+        registry.register(
+            "dataset_checks",
+            "Checks of each contract's latest dataset version, by status",
+            dataset_checks.clone(),
+        );
         Metrics {
             registry,
+            freshness_lag,
+            dataset_checks,
             requests,
             latency,
             objects,
@@ -110,6 +138,34 @@ impl Metrics {
         }
         if let Ok(n) = store.count_audit().await {
             self.audit_events.set(n);
+        }
+        if let Ok(latest) = state.platform.latest_dataset_versions().await {
+            self.freshness_lag.clear();
+            self.dataset_checks.clear();
+            let now = chrono::Utc::now();
+            for (contract, v) in latest {
+                if let Some(t) = v
+                    .spec
+                    .freshness
+                    .as_deref()
+                    .and_then(|f| chrono::DateTime::parse_from_rfc3339(f).ok())
+                {
+                    let lag = (now - t.with_timezone(&chrono::Utc)).num_microseconds();
+                    self.freshness_lag
+                        .get_or_create(&ContractLabels {
+                            contract: contract.clone(),
+                        })
+                        .set(lag.unwrap_or(i64::MAX) as f64 / 1e6);
+                }
+                for (status, n) in &v.spec.counts {
+                    self.dataset_checks
+                        .get_or_create(&ContractStatusLabels {
+                            contract: contract.clone(),
+                            status: status.clone(),
+                        })
+                        .set(i64::try_from(*n).unwrap_or(i64::MAX));
+                }
+            }
         }
         self.build
             .get_or_create(&BuildLabels {

@@ -16,13 +16,15 @@ use crate::api;
         api::list_resources, api::get_resource, api::delete_resource,
         api::list_tokens, api::create_token, api::revoke_token,
         api::audit_log, api::audit_verify,
+        api::register_dataset, api::list_dataset_versions,
     ),
     modifiers(&BearerAuth, &ResponseDescriptions),
     tags(
         (name = "ops", description = "health, readiness, metrics"),
-        (name = "resources", description = "declarative resources: Pool, Team, Queue"),
+        (name = "resources", description = "declarative resources: Pool, Team, Queue, DataContract"),
         (name = "access", description = "tokens and identities"),
         (name = "audit", description = "the hash-chained audit log"),
+        (name = "datasets", description = "dataset versions checked against DataContracts"),
     )
 )]
 struct ApiDoc;

@@ -163,3 +163,57 @@ pub struct Overview {
     pub audit_events: i64,
     pub recent: Vec<crate::audit::AuditEvent>,
 }
+
+/// `POST /api/v1/datacontracts/{name}/versions` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDatasetRequest {
+    /// A data file or folder readable by the server; relative paths are taken from the server's
+    /// working directory.
+    #[schema(min_length = 1)]
+    pub path: String,
+    /// "Now" for freshness and retention checks (RFC 3339); default: the server's clock.
+    #[serde(default)]
+    pub now: Option<String>,
+}
+
+/// The spec of a `DatasetVersion`: one registered dataset checked against its contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetVersionSpec {
+    /// The DataContract object's name.
+    pub contract: String,
+    /// 1 for the first version of the contract's dataset, then +1.
+    pub version: u64,
+    /// The path as given.
+    pub path: String,
+    /// `sha256:<hex>` of the data file (of each file's path and digest, for a folder); absent
+    /// when the data could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    pub rows: u64,
+    /// `passed`, `failed` or `error`.
+    pub status: String,
+    /// Checks per status (`passed`, `failed`, `warning`, `error`, `unsupported`, `not_evaluated`).
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// The "now" the checks ran with (RFC 3339).
+    pub checked_at: String,
+    /// The newest value of the freshness SLA element, when the contract has one and it was
+    /// measured (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<String>,
+    /// The full check report.
+    #[schema(value_type = Object)]
+    pub report: serde_json::Value,
+}
+
+/// A registered dataset version as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetVersion {
+    /// `<contract>-v<version>`.
+    pub name: String,
+    pub registered_at: String,
+    pub registered_by: String,
+    pub spec: DatasetVersionSpec,
+}

@@ -43,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/teams", get(teams))
         .route("/console/queues", get(queues))
         .route("/console/audit", get(audit))
+        .route("/console/contracts", get(contracts))
         .route(
             "/console/audit/verify",
             get(|| async { see_other("/console/audit", None) }).post(verify),
@@ -310,6 +311,93 @@ async fn teams(State(s): State<AppState>, Session(who): Session) -> PageResult {
         Some(&Me::from(&who)),
         "teams",
         &TeamsPage { teams },
+    ))
+}
+
+#[derive(Debug, Serialize)]
+struct ContractRow {
+    name: String,
+    id: String,
+    version: String,
+    status: String,
+    objects: usize,
+    versions: usize,
+    latest: Option<String>,
+    latest_status: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct VersionRow {
+    contract: String,
+    name: String,
+    status: String,
+    rows: u64,
+    failed: u64,
+    freshness: Option<String>,
+    registered_at: String,
+    registered_by: String,
+    digest: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ContractsPage {
+    contracts: Vec<ContractRow>,
+    versions: Vec<VersionRow>,
+}
+
+async fn contracts(State(s): State<AppState>, Session(who): Session) -> PageResult {
+    let list = s.platform.list(&who, "DataContract").await.or_page(&who)?;
+    let mut contracts = Vec::new();
+    let mut versions = Vec::new();
+    for c in &list {
+        let name = c.metadata.name.clone();
+        let vs = s
+            .platform
+            .list_dataset_versions(&who, &name)
+            .await
+            .or_page(&who)?;
+        let text = |k: &str| {
+            c.spec
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        contracts.push(ContractRow {
+            id: text("id"),
+            version: text("version"),
+            status: text("status"),
+            objects: c
+                .spec
+                .get("schema")
+                .and_then(|v| v.as_array())
+                .map_or(0, Vec::len),
+            versions: vs.len(),
+            latest: vs.first().map(|v| v.name.clone()),
+            latest_status: vs.first().map(|v| v.spec.status.clone()),
+            name: name.clone(),
+        });
+        versions.extend(vs.into_iter().map(|v| VersionRow {
+            contract: name.clone(),
+            status: v.spec.status,
+            rows: v.spec.rows,
+            failed: v.spec.counts.get("failed").copied().unwrap_or(0),
+            freshness: v.spec.freshness,
+            registered_at: v.registered_at,
+            registered_by: v.registered_by,
+            digest: v.spec.digest.map(|d| d.chars().take(19).collect()),
+            name: v.name,
+        }));
+    }
+    Ok(page(
+        StatusCode::OK,
+        "contracts.html",
+        Some(&Me::from(&who)),
+        "contracts",
+        &ContractsPage {
+            contracts,
+            versions,
+        },
     ))
 }
 

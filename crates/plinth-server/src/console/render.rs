@@ -25,6 +25,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("teams.html", include_str!("../../templates/teams.html")),
     ("queues.html", include_str!("../../templates/queues.html")),
     ("audit.html", include_str!("../../templates/audit.html")),
+    (
+        "contracts.html",
+        include_str!("../../templates/contracts.html"),
+    ),
     ("verify.html", include_str!("../../templates/verify.html")),
     ("error.html", include_str!("../../templates/error.html")),
 ];

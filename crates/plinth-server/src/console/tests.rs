@@ -420,6 +420,7 @@ async fn pages_need_a_session_and_sign_in_sets_it() {
         "/console/teams",
         "/console/queues",
         "/console/audit",
+        "/console/contracts",
     ] {
         let (status, h, _) = s.get(path, None).await;
         assert_eq!(
