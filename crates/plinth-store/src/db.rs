@@ -13,6 +13,8 @@ pub(crate) enum Arg {
     Text(String),
     OptText(Option<String>),
     Int(i64),
+    OptInt(Option<i64>),
+    Float(f64),
 }
 
 impl From<&str> for Arg {
@@ -51,6 +53,18 @@ impl From<i64> for Arg {
     }
 }
 
+impl From<Option<i64>> for Arg {
+    fn from(i: Option<i64>) -> Self {
+        Arg::OptInt(i)
+    }
+}
+
+impl From<f64> for Arg {
+    fn from(f: f64) -> Self {
+        Arg::Float(f)
+    }
+}
+
 /// `args![a, b, c]`: a `Vec<Arg>` from values convertible into [`Arg`].
 macro_rules! args {
     ($($a:expr),* $(,)?) => {
@@ -68,6 +82,8 @@ macro_rules! bound {
                 $crate::db::Arg::Text(s) => q.bind(s),
                 $crate::db::Arg::OptText(s) => q.bind(s),
                 $crate::db::Arg::Int(i) => q.bind(i),
+                $crate::db::Arg::OptInt(i) => q.bind(i),
+                $crate::db::Arg::Float(f) => q.bind(f),
             };
         }
         q
@@ -103,6 +119,13 @@ impl DbRow {
     }
 
     pub(crate) fn opt_int(&self, col: &str) -> Result<Option<i64>, sqlx::Error> {
+        match self {
+            DbRow::Sqlite(r) => r.try_get(col),
+            DbRow::Pg(r) => r.try_get(col),
+        }
+    }
+
+    pub(crate) fn float(&self, col: &str) -> Result<f64, sqlx::Error> {
         match self {
             DbRow::Sqlite(r) => r.try_get(col),
             DbRow::Pg(r) => r.try_get(col),
@@ -242,6 +265,26 @@ impl Tx<'_> {
                 .fetch_optional(&mut **tx)
                 .await?
                 .map(DbRow::Pg),
+        })
+    }
+
+    /// Runs one statement built at run time (placeholders only, never input text); returns the
+    /// rows affected.
+    pub(crate) async fn execute_dyn(
+        &mut self,
+        sql: String,
+        args: Vec<Arg>,
+    ) -> Result<u64, sqlx::Error> {
+        let sql = AssertSqlSafe(sql);
+        Ok(match self {
+            Tx::Sqlite(tx) => bound!(Sqlite, sql, args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+            Tx::Pg(tx) => bound!(Postgres, sql, args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
         })
     }
 

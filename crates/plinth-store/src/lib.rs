@@ -11,6 +11,7 @@ mod connect;
 mod db;
 mod error;
 mod migrate;
+pub mod tracking;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,498 @@
+//! Plinth's inference gateway data plane: an OpenAI-compatible proxy in front of model servers,
+//! with weighted (and sticky) canary splits, automatic canary rollback, retries and fallbacks,
+//! an exact-match response cache, per-team and per-key limits, usage records and metrics.
+//!
+//! The gateway does not touch the store: the server gives it deployments
+//! ([`Gateway::set_deployments`]), an [`Authenticator`], a [`UsageSink`] and a
+//! [`CanaryEvents`] callback. [`serve`] runs it alone on a listener.
+
+pub mod auth;
+pub mod cache;
+pub mod canary;
+pub mod error;
+pub mod limits;
+pub mod metrics;
+mod proxy;
+pub mod spec;
+pub mod usage;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, Uri};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use prometheus_client::registry::Registry;
+
+pub use auth::{Authenticator, Identity, StaticKeys};
+pub use error::OpenAiError;
+pub use metrics::GatewayMetrics;
+pub use spec::{
+    CacheSpec, CanaryPolicy, DeploymentSpec, DeploymentsFile, LimitScope, LimitSpec, SpecError,
+    Stickiness, VersionRole, VersionSpec, parse_deployments_yaml, validate_deployments,
+};
+pub use usage::{
+    CanaryEvents, ChannelSink, MemoryEvents, MemorySink, NullSink, RollbackEvent, UsageRecord,
+    UsageSink,
+};
+
+/// The gateway's own port when none is configured.
+pub const DEFAULT_PORT: u16 = 7879;
+
+/// Limits of the gateway process itself.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// Largest request body accepted (413 above). Default 4 MiB.
+    pub max_body_bytes: usize,
+    /// Largest non-streaming upstream response read (502 above). Default 64 MiB.
+    pub max_response_bytes: usize,
+    /// Idle keep-alive connections kept per upstream host. Default 1024.
+    pub pool_max_idle_per_host: usize,
+    /// How long an idle upstream connection is kept. Default 90 s.
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_response_bytes: 64 * 1024 * 1024,
+            pool_max_idle_per_host: 1024,
+            pool_idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+pub(crate) type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
+
+/// One version, ready to route to.
+#[derive(Debug)]
+pub(crate) struct Version {
+    pub name: String,
+    pub role: VersionRole,
+    pub weight: u32,
+    /// Base URLs without a trailing `/`.
+    pub upstreams: Vec<String>,
+    pub next: AtomicUsize,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub model: Option<String>,
+}
+
+/// One deployment with its live state (cache, limit windows, canary samples).
+#[derive(Debug)]
+pub(crate) struct Deployment {
+    pub spec: DeploymentSpec,
+    pub versions: Vec<Version>,
+    pub cache: Option<cache::ResponseCache>,
+    pub limiter: limits::Limiter,
+    pub canary: Option<canary::CanaryMonitor>,
+    pub sticky_header: Option<HeaderName>,
+}
+
+impl Deployment {
+    fn new(spec: DeploymentSpec) -> Self {
+        let versions = spec
+            .versions
+            .iter()
+            .map(|v| Version {
+                name: v.name.clone(),
+                role: v.role,
+                weight: v.weight,
+                upstreams: v
+                    .upstreams
+                    .iter()
+                    .map(|u| u.trim_end_matches('/').to_owned())
+                    .collect(),
+                next: AtomicUsize::new(0),
+                timeout: Duration::from_millis(v.timeout_ms),
+                retries: v.retries,
+                model: v.model.clone(),
+            })
+            .collect::<Vec<_>>();
+        let canary = match (
+            &spec.canary,
+            versions.iter().find(|v| v.role == VersionRole::Canary),
+        ) {
+            (Some(p), Some(v)) => Some(canary::CanaryMonitor::new(&spec.name, &v.name, p.clone())),
+            _ => None,
+        };
+        let sticky_header = match &spec.stickiness {
+            Some(Stickiness::Header { name }) => HeaderName::from_bytes(name.as_bytes()).ok(),
+            _ => None,
+        };
+        Deployment {
+            cache: spec.cache.as_ref().map(|c| {
+                cache::ResponseCache::new(Duration::from_secs(c.ttl_seconds), c.max_bytes)
+            }),
+            limiter: limits::Limiter::new(spec.limits.clone()),
+            canary,
+            sticky_header,
+            versions,
+            spec,
+        }
+    }
+
+    /// The weight traffic gets now: a rolled-back canary gets 0.
+    pub fn effective_weight(&self, v: &Version) -> u32 {
+        if v.role == VersionRole::Canary && self.canary.as_ref().is_some_and(|c| c.rolled_back()) {
+            0
+        } else {
+            v.weight
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Config {
+    pub deployments: Vec<Arc<Deployment>>,
+    pub by_name: HashMap<String, usize>,
+    pub by_model: HashMap<String, usize>,
+}
+
+impl Config {
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Deployment>> {
+        self.by_name
+            .get(name)
+            .and_then(|&i| self.deployments.get(i))
+    }
+    pub fn by_model(&self, model: &str) -> Option<&Arc<Deployment>> {
+        self.by_model
+            .get(model)
+            .and_then(|&i| self.deployments.get(i))
+    }
+}
+
+pub(crate) struct Inner {
+    pub config: RwLock<Arc<Config>>,
+    pub auth: Arc<dyn Authenticator>,
+    pub usage: Arc<dyn UsageSink>,
+    pub events: Arc<dyn CanaryEvents>,
+    pub client: UpstreamClient,
+    pub metrics: GatewayMetrics,
+    pub registry: Registry,
+    pub options: GatewayOptions,
+}
+
+/// A version's weights as routing sees them now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionStatus {
+    pub name: String,
+    pub role: VersionRole,
+    pub weight: u32,
+    pub effective_weight: u32,
+}
+
+/// A deployment as routing sees it now (for the console).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentStatus {
+    pub name: String,
+    pub models: Vec<String>,
+    pub versions: Vec<VersionStatus>,
+    pub canary_rolled_back: bool,
+    pub cache_entries: usize,
+    pub cache_bytes: u64,
+}
+
+/// The gateway. Cloning is cheap and shares all state.
+#[derive(Clone)]
+pub struct Gateway {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Gateway`].
+pub struct GatewayBuilder {
+    auth: Arc<dyn Authenticator>,
+    usage: Arc<dyn UsageSink>,
+    events: Arc<dyn CanaryEvents>,
+    options: GatewayOptions,
+}
+
+impl GatewayBuilder {
+    pub fn usage_sink(mut self, sink: Arc<dyn UsageSink>) -> Self {
+        self.usage = sink;
+        self
+    }
+    pub fn canary_events(mut self, events: Arc<dyn CanaryEvents>) -> Self {
+        self.events = events;
+        self
+    }
+    pub fn options(mut self, options: GatewayOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    pub fn build(self) -> Gateway {
+        let client = build_client(&self.options);
+        let metrics = GatewayMetrics::new();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        Gateway {
+            inner: Arc::new(Inner {
+                config: RwLock::new(Arc::new(Config::default())),
+                auth: self.auth,
+                usage: self.usage,
+                events: self.events,
+                client,
+                metrics,
+                registry,
+                options: self.options,
+            }),
+        }
+    }
+}
+
+impl Gateway {
+    /// A builder; usage records are dropped ([`NullSink`]) and rollback events kept in memory
+    /// unless replaced.
+    pub fn builder(auth: Arc<dyn Authenticator>) -> GatewayBuilder {
+        GatewayBuilder {
+            auth,
+            usage: Arc::new(NullSink),
+            events: Arc::new(MemoryEvents::new()),
+            options: GatewayOptions::default(),
+        }
+    }
+
+    /// Validates and installs a new set of deployments; requests in flight finish on the old
+    /// set. A deployment whose spec is unchanged keeps its cache, limit windows and canary state.
+    pub fn set_deployments(&self, specs: Vec<DeploymentSpec>) -> Result<(), SpecError> {
+        validate_deployments(&specs)?;
+        let old = self.snapshot();
+        let mut cfg = Config::default();
+        for spec in specs {
+            let dep = match old.by_name(&spec.name) {
+                Some(d) if d.spec == spec => Arc::clone(d),
+                _ => Arc::new(Deployment::new(spec)),
+            };
+            let i = cfg.deployments.len();
+            cfg.by_name.insert(dep.spec.name.clone(), i);
+            for m in &dep.spec.models {
+                cfg.by_model.insert(m.clone(), i);
+            }
+            cfg.deployments.push(dep);
+        }
+        let new = Arc::new(cfg);
+        match self.inner.config.write() {
+            Ok(mut g) => *g = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+        Ok(())
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<Config> {
+        match self.inner.config.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Deployments with their current effective weights.
+    pub fn status(&self) -> Vec<DeploymentStatus> {
+        self.snapshot()
+            .deployments
+            .iter()
+            .map(|d| DeploymentStatus {
+                name: d.spec.name.clone(),
+                models: d.spec.models.clone(),
+                versions: d
+                    .versions
+                    .iter()
+                    .map(|v| VersionStatus {
+                        name: v.name.clone(),
+                        role: v.role,
+                        weight: v.weight,
+                        effective_weight: d.effective_weight(v),
+                    })
+                    .collect(),
+                canary_rolled_back: d.canary.as_ref().is_some_and(|c| c.rolled_back()),
+                cache_entries: d.cache.as_ref().map_or(0, |c| c.len()),
+                cache_bytes: d.cache.as_ref().map_or(0, |c| c.bytes()),
+            })
+            .collect()
+    }
+
+    /// The metric families, to register in another registry (the server's).
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.inner.metrics
+    }
+
+    /// Requests and streams in progress.
+    pub fn in_flight(&self) -> i64 {
+        self.inner.metrics.in_flight.get()
+    }
+
+    /// The gateway's metrics in the OpenMetrics text format.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.inner.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// The gateway's routes: the OpenAI-compatible API, `predict`, and `GET /metrics`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/chat/completions", post(proxy::chat))
+            .route("/v1/completions", post(proxy::completions))
+            .route("/v1/embeddings", post(proxy::embeddings))
+            .route("/v1/models", get(proxy::models))
+            .route("/v1/deployments/{name}/predict", post(proxy::predict))
+            .route("/metrics", get(proxy::metrics))
+            .fallback(proxy::not_found)
+            .method_not_allowed_fallback(proxy::method_not_allowed)
+            .with_state(self.clone())
+    }
+}
+
+/// Serves the gateway alone on `listener` until `shutdown` resolves (`plinth gateway`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Gateway,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, gateway.router())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn build_client(options: &GatewayOptions) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(options.pool_max_idle_per_host)
+        .pool_idle_timeout(options.pool_idle_timeout)
+        .build(connector)
+}
+
+thread_local! {
+    /// The upstream client of a [`serve_workers`] thread: its pooled connections live on that
+    /// thread's runtime, so a request never crosses threads.
+    static WORKER_CLIENT: std::cell::RefCell<Option<UpstreamClient>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Sends `req` upstream with this thread's worker client, or the shared one.
+pub(crate) fn send_upstream(
+    gateway: &Gateway,
+    req: hyper::Request<Full<Bytes>>,
+) -> hyper_util::client::legacy::ResponseFuture {
+    WORKER_CLIENT.with(|c| match &*c.borrow() {
+        Some(client) => client.request(req),
+        None => gateway.inner.client.request(req),
+    })
+}
+
+/// Serves the gateway on `addr` with `workers` threads, nginx-style: each thread runs its own
+/// single-threaded runtime with its own listening socket (`SO_REUSEPORT`, the kernel spreads
+/// connections) and its own upstream connection pool, so a request stays on one thread from
+/// accept to answer. State (deployments, cache, limits, canary, metrics) is shared. Blocks until
+/// every worker stopped (an error on one stops the process's serving there, and is returned).
+pub fn serve_workers(
+    addr: std::net::SocketAddr,
+    gateway: Gateway,
+    workers: usize,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> std::io::Result<()> {
+    let mut bound = Vec::new();
+    let mut addr = addr;
+    for _ in 0..workers.max(1) {
+        let sock = reuseport_socket(addr)?;
+        addr = sock.local_addr()?;
+        bound.push(sock);
+    }
+    let (listening, wait) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    let mut threads = Vec::new();
+    for (i, sock) in bound.into_iter().enumerate() {
+        let gw = gateway.clone();
+        let options = gateway.inner.options.clone();
+        let listening = listening.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("gateway-worker-{i}"))
+                .spawn(move || -> std::io::Result<()> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async move {
+                        WORKER_CLIENT.with(|c| *c.borrow_mut() = Some(build_client(&options)));
+                        let listener = match sock.listen(1024) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                let _ = listening
+                                    .send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                                return Err(e);
+                            }
+                        };
+                        let _ = listening.send(Ok(()));
+                        let listener = listener.tap_io(|tcp| {
+                            let _ = tcp.set_nodelay(true);
+                        });
+                        axum::serve(listener, gw.router()).await
+                    })
+                })?,
+        );
+    }
+    drop(listening);
+    for _ in 0..threads.len() {
+        match wait.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(std::io::Error::other(
+                    "a gateway worker stopped while starting",
+                ));
+            }
+        }
+    }
+    ready(addr);
+    let mut result = Ok(());
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(std::io::Error::other("a gateway worker panicked")),
+        }
+    }
+    result
+}
+
+/// A TCP socket bound to `addr` with `SO_REUSEPORT` (not yet listening).
+fn reuseport_socket(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.set_reuseport(true)?;
+    sock.bind(addr)?;
+    Ok(sock)
+}
+
+/// Parses `uri` joined from a base URL and a path.
+pub(crate) fn join_uri(base: &str, path: &str) -> Option<Uri> {
+    let mut s = String::with_capacity(base.len() + path.len());
+    s.push_str(base);
+    s.push_str(path);
+    s.parse().ok()
+}
