@@ -9,7 +9,7 @@ use plinth_contracts::drift::{
     ColumnDrift, ColumnValues, DriftOptions, DriftReport, Thresholds, ValueCollector, Verdict,
     column_drift, compare_profiles,
 };
-use plinth_contracts::profile::{ColumnKind, ColumnProfile, DatasetProfile, DatasetProfiler};
+use plinth_contracts::profile::{ColumnKind, ColumnProfile, DatasetProfile};
 use plinth_contracts::read::{Dataset, ReadError, ReadOptions};
 
 use crate::client::{CmdResult, Failure};
@@ -114,47 +114,9 @@ fn fail(e: impl std::fmt::Display) -> Failure {
     Failure::new(COULD_NOT_RUN, e.to_string())
 }
 
-/// Profiles a dataset, one profiler per unit of work (Parquet row group, file), in parallel.
+/// Profiles a dataset in parallel over its row groups or files (the library's loop).
 fn profile_path(path: &Path) -> Result<DatasetProfile, Failure> {
-    let ds = Dataset::open(path).map_err(fail)?;
-    let schema = ds.schema().map_err(fail)?;
-    let units = ds.units().map_err(fail)?;
-    let opts = ReadOptions::default();
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(units.len().max(1));
-    let results: Vec<Result<DatasetProfiler, ReadError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let (ds, schema, units, opts) = (&ds, &schema, &units, &opts);
-                s.spawn(move || {
-                    let mut total = DatasetProfiler::new(schema).with_seed(w as u64);
-                    for (i, unit) in units.iter().enumerate().skip(w).step_by(workers) {
-                        let mut p = DatasetProfiler::new(schema).with_seed(i as u64 + 1);
-                        ds.read_unit(unit, opts, &mut |b| {
-                            p.update(b).map_err(|e| ReadError::Callback(e.to_string()))
-                        })?;
-                        total.merge(p);
-                    }
-                    Ok(total)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(ReadError::Callback("profiling worker panicked".into()))
-                })
-            })
-            .collect()
-    });
-    let mut total = DatasetProfiler::new(&schema);
-    for r in results {
-        total.merge(r.map_err(fail)?);
-    }
-    Ok(total.finish())
+    plinth_contracts::run::profile_path(path, 0).map_err(fail)
 }
 
 /// Raw values of the named columns (or of every numeric and categorical column).
@@ -208,7 +170,7 @@ fn collect_values(
     .map_err(fail)?;
     Ok(collectors
         .into_iter()
-        .map(|c| (c.name().to_string(), c.values().clone()))
+        .map(|c| (c.name().to_string(), c.into_values()))
         .collect())
 }
 
@@ -270,16 +232,51 @@ fn drift_paths(
     if columns.as_ref().is_some_and(|c| c.is_empty()) {
         return Err(fail("the datasets share no numeric or categorical column"));
     }
-    let r = collect_values(reference, columns.as_deref())?;
-    let c = collect_values(current, columns.as_deref())?;
-    let mut out: Vec<ColumnDrift> = Vec::new();
-    for ((name, rv), (_, cv)) in r.iter().zip(&c) {
-        out.push(column_drift(name, rv, cv, options).map_err(fail)?);
-    }
-    Ok(DriftReport::new(out))
+    // Both sides are read at once, then the columns are compared in parallel; errors are
+    // reported in the same order as one at a time (reference first, then column order).
+    let (r, c) = std::thread::scope(|s| {
+        let h = s.spawn(|| collect_values(reference, columns.as_deref()));
+        let c = collect_values(current, columns.as_deref());
+        let r = h
+            .join()
+            .unwrap_or_else(|_| Err(fail("drift worker panicked")));
+        (r, c)
+    });
+    let (r, c) = (r?, c?);
+    let pairs: Vec<(&String, &ColumnValues, &ColumnValues)> = r
+        .iter()
+        .zip(&c)
+        .map(|((name, rv), (_, cv))| (name, rv, cv))
+        .collect();
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, pairs.len().max(1));
+    let per = pairs.len().div_ceil(workers).max(1);
+    let out: Vec<Result<ColumnDrift, Failure>> = std::thread::scope(|s| {
+        let handles: Vec<_> = pairs
+            .chunks(per)
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|(name, rv, cv)| column_drift(name, rv, cv, options).map_err(fail))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Err(fail("drift worker panicked"))])
+            })
+            .collect()
+    });
+    Ok(DriftReport::new(out.into_iter().collect::<Result<_, _>>()?))
 }
 
-fn num(v: Option<f64>) -> String {
+pub(crate) fn num(v: Option<f64>) -> String {
     match v {
         None => "-".into(),
         Some(x) if x.is_nan() => "NaN".into(),
@@ -322,7 +319,7 @@ fn summary(c: &ColumnProfile) -> String {
     }
 }
 
-fn print_profile(p: &DatasetProfile) {
+pub(crate) fn print_profile(p: &DatasetProfile) {
     println!("{} rows, {} columns", p.rows, p.columns.len());
     let rows: Vec<Vec<String>> = p
         .columns

@@ -3,16 +3,18 @@
 //! 128-bit hashes of values for exact duplicate counts.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arrow::array::DictionaryArray;
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray,
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -534,6 +536,9 @@ impl ValueSet {
 
     fn contains(&self, v: &Cell<'_>) -> bool {
         match v {
+            Cell::Str(t) if self.strings.len() <= 16 => {
+                self.strings.iter().any(|s| s.as_str() == *t)
+            }
             Cell::Str(t) => self.strings.contains(*t),
             Cell::Int(i) => self.numbers.contains(&(*i as f64)),
             Cell::Float(x) => self.numbers.contains(x),
@@ -743,6 +748,10 @@ fn canonical(a: &ArrayRef) -> Result<ArrayRef, String> {
             return Ok(a.clone());
         }
         DataType::Timestamp(TimeUnit::Microsecond, _) => return Ok(a.clone()),
+        // Read as stored; every measure evaluates each distinct value once (see `str_dict`).
+        DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
+            return Ok(a.clone());
+        }
         DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
         DataType::Dictionary(_, v) if arrow_family(v) == Family::Text => DataType::Utf8,
         DataType::Int8
@@ -765,8 +774,70 @@ fn canonical(a: &ArrayRef) -> Result<ArrayRef, String> {
     arrow::compute::cast(a, &target).map_err(|e| e.to_string())
 }
 
+/// A string dictionary column: its keys and its values.
+fn str_dict(a: &ArrayRef) -> Option<(&DictionaryArray<Int32Type>, &StringArray)> {
+    let d = a.as_dictionary_opt::<Int32Type>()?;
+    let values = d.values().as_string_opt::<i32>()?;
+    Some((d, values))
+}
+
+/// Rows per dictionary entry in this batch (rows whose key or value is null not counted).
+fn dict_counts(d: &DictionaryArray<Int32Type>, values: &StringArray) -> Vec<u64> {
+    let mut counts = vec![0u64; values.len()];
+    let keys = d.keys();
+    let kv = keys.values();
+    let mut see = |k: i32| {
+        if let Some(c) = usize::try_from(k).ok().and_then(|k| counts.get_mut(k)) {
+            *c += 1;
+        }
+    };
+    match keys.nulls().filter(|n| n.null_count() > 0) {
+        None => kv.iter().for_each(|k| see(*k)),
+        Some(n) => {
+            for (i, k) in kv.iter().enumerate() {
+                if n.is_valid(i) {
+                    see(*k);
+                }
+            }
+        }
+    }
+    if let Some(vn) = values.nulls() {
+        for (j, c) in counts.iter_mut().enumerate() {
+            if vn.is_null(j) {
+                *c = 0;
+            }
+        }
+    }
+    counts
+}
+
+/// The first row (in row order) whose dictionary entry is marked in `bad`.
+fn first_marked<'a>(
+    d: &DictionaryArray<Int32Type>,
+    values: &'a StringArray,
+    bad: &[bool],
+) -> Option<&'a str> {
+    let keys = d.keys();
+    (0..keys.len())
+        .filter(|i| keys.is_valid(*i))
+        .filter_map(|i| usize::try_from(keys.value(i)).ok())
+        .find(|k| bad.get(*k).copied().unwrap_or(false) && values.is_valid(*k))
+        .map(|k| values.value(k))
+}
+
 /// Calls `f` with each row's value (None for null).
 fn for_each_cell(a: &ArrayRef, f: &mut dyn FnMut(Option<Cell<'_>>)) {
+    if let Some((d, values)) = str_dict(a) {
+        let keys = d.keys();
+        for i in 0..keys.len() {
+            let k = usize::try_from(keys.value(i)).ok();
+            match k.filter(|k| keys.is_valid(i) && *k < values.len() && values.is_valid(*k)) {
+                Some(k) => f(Some(Cell::Str(values.value(k)))),
+                None => f(None),
+            }
+        }
+        return;
+    }
     match a.data_type() {
         DataType::Utf8 => {
             let s: &StringArray = a.as_string::<i32>();
@@ -824,6 +895,63 @@ fn for_each_cell(a: &ArrayRef, f: &mut dyn FnMut(Option<Cell<'_>>)) {
     }
 }
 
+/// Calls `f` with each non-null value of a canonical column, in a loop specialised to the
+/// column's type (no per-value dynamic dispatch, no allocation). Returns `false`, calling
+/// nothing, for types without a fast path (then use [`for_each_cell`]).
+fn for_each_valid<F: FnMut(Cell<'_>)>(a: &ArrayRef, mut f: F) -> bool {
+    let nulls = a.logical_nulls().filter(|n| n.null_count() > 0);
+    macro_rules! each {
+        ($len:expr, $val:expr) => {
+            match &nulls {
+                None => {
+                    for i in 0..$len {
+                        f($val(i));
+                    }
+                }
+                Some(n) => {
+                    for i in 0..$len {
+                        if n.is_valid(i) {
+                            f($val(i));
+                        }
+                    }
+                }
+            }
+        };
+    }
+    match a.data_type() {
+        DataType::Int64 => {
+            let v = a.as_primitive::<Int64Type>().values();
+            each!(v.len(), |i: usize| Cell::Int(v[i]));
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            let v = a.as_primitive::<TimestampMicrosecondType>().values();
+            each!(v.len(), |i: usize| Cell::Int(v[i]));
+        }
+        DataType::Float64 => {
+            let v = a.as_primitive::<Float64Type>().values();
+            each!(v.len(), |i: usize| Cell::Float(v[i]));
+        }
+        DataType::Utf8 => {
+            let s: &StringArray = a.as_string::<i32>();
+            each!(s.len(), |i: usize| Cell::Str(s.value(i)));
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Calls `f` with each non-null value: the fast path when there is one, else through
+/// [`for_each_cell`].
+fn for_each_non_null<F: FnMut(Cell<'_>)>(a: &ArrayRef, mut f: F) {
+    if !for_each_valid(a, &mut f) {
+        for_each_cell(a, &mut |c| {
+            if let Some(c) = c {
+                f(c);
+            }
+        });
+    }
+}
+
 /// Per-row 128-bit hashes of a column (None for null).
 fn hash_column(a: &ArrayRef, out: &mut Vec<Option<u128>>, combine: bool) {
     let mut i = 0usize;
@@ -841,10 +969,12 @@ fn hash_column(a: &ArrayRef, out: &mut Vec<Option<u128>>, combine: bool) {
     });
 }
 
+/// A value's 128-bit key: numbers and booleans are encoded exactly (a type tag above the
+/// value's 64 bits), strings hashed.
 fn hash_cell(c: &Cell<'_>) -> u128 {
     match c {
         Cell::Str(t) => h128(1, t.as_bytes()),
-        Cell::Int(v) => h128(2, &v.to_le_bytes()),
+        Cell::Int(v) => (2u128 << 64) | u128::from(*v as u64),
         Cell::Float(x) => {
             let x = if *x == 0.0 { 0.0 } else { *x };
             let bits = if x.is_nan() {
@@ -852,9 +982,9 @@ fn hash_cell(c: &Cell<'_>) -> u128 {
             } else {
                 x.to_bits()
             };
-            h128(3, &bits.to_le_bytes())
+            (3u128 << 64) | u128::from(bits)
         }
-        Cell::Bool(b) => h128(4, &[u8::from(*b)]),
+        Cell::Bool(b) => (4u128 << 64) | u128::from(*b),
         Cell::Other(t) => h128(5, t.as_bytes()),
     }
 }
@@ -882,12 +1012,104 @@ fn mix(a: u128, b: u128) -> u128 {
     (u128::from(hi) << 64) | u128::from(h2.finish())
 }
 
+/// Hashes the 128-bit value keys of duplicate counting: they are already hashes or exact
+/// encodings, so a SplitMix64 fold of their two halves replaces SipHash.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = splitmix(self.0 ^ x);
+    }
+
+    fn write_u128(&mut self, x: u128) {
+        self.0 = splitmix(splitmix(self.0 ^ x as u64) ^ (x >> 64) as u64);
+    }
+}
+
+type KeySet = HashSet<u128, BuildHasherDefault<KeyHasher>>;
+
+/// Distinct value keys, split into partitions by key so that growing or merging touches one
+/// partition at a time: peak memory stays near the keys' own size instead of doubling it.
+#[derive(Debug, Default)]
+struct Keys {
+    parts: Vec<KeySet>,
+}
+
+const KEY_PARTS: usize = 32;
+
+impl Keys {
+    fn part(k: u128) -> usize {
+        // Fibonacci hashing of the folded key: independent of the bits the set itself uses.
+        let folded = (k as u64) ^ ((k >> 64) as u64).rotate_left(32);
+        (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 59) as usize % KEY_PARTS
+    }
+
+    /// Room for about `n` keys, so the sets do not rehash while they fill.
+    fn reserve(&mut self, n: usize) {
+        if self.parts.is_empty() {
+            self.parts = (0..KEY_PARTS).map(|_| KeySet::default()).collect();
+        }
+        for p in &mut self.parts {
+            p.reserve(n / KEY_PARTS);
+        }
+    }
+
+    fn insert(&mut self, k: u128) {
+        if self.parts.is_empty() {
+            self.parts = (0..KEY_PARTS).map(|_| KeySet::default()).collect();
+        }
+        let i = Self::part(k);
+        if let Some(p) = self.parts.get_mut(i) {
+            p.insert(k);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.parts.iter().map(HashSet::len).sum()
+    }
+
+    fn merge(&mut self, other: Keys) {
+        if self.parts.is_empty() {
+            self.parts = other.parts;
+            return;
+        }
+        for (mine, theirs) in self.parts.iter_mut().zip(other.parts) {
+            if mine.len() < theirs.len() {
+                let small = std::mem::replace(mine, theirs);
+                mine.extend(small);
+            } else {
+                mine.extend(theirs);
+            }
+        }
+    }
+}
+
 /// Per-check state in one worker.
 #[derive(Debug, Default)]
 struct Acc {
     count: u64,
     non_null: u64,
-    hashes: HashSet<u128>,
+    hashes: Keys,
     newest: Option<i64>,
     oldest: Option<i64>,
     note: Option<String>,
@@ -897,13 +1119,7 @@ impl Acc {
     fn merge(&mut self, other: Acc) {
         self.count += other.count;
         self.non_null += other.non_null;
-        if self.hashes.len() < other.hashes.len() {
-            let mine = std::mem::take(&mut self.hashes);
-            self.hashes = other.hashes;
-            self.hashes.extend(mine);
-        } else {
-            self.hashes.extend(other.hashes);
-        }
+        self.hashes.merge(other.hashes);
         if self.note.is_none() {
             self.note = other.note;
         }
@@ -1630,26 +1846,84 @@ fn update(
             acc.count += a.logical_null_count() as u64;
             acc.non_null += (a.len() - a.logical_null_count()) as u64;
         }
-        Measure::Missing(i, set) => for_each_cell(&cols[*i], &mut |v| match v {
-            None => acc.count += 1,
-            Some(v) => {
+        Measure::Missing(i, set) if str_dict(&cols[*i]).is_some() => {
+            acc.count += cols[*i].logical_null_count() as u64;
+            if let Some((d, values)) = str_dict(&cols[*i]) {
+                for (j, c) in dict_counts(d, values).into_iter().enumerate() {
+                    if c > 0 {
+                        acc.non_null += c;
+                        if set.contains(&Cell::Str(values.value(j))) {
+                            acc.count += c;
+                        }
+                    }
+                }
+            }
+        }
+        Measure::Violations(i, pred) if str_dict(&cols[*i]).is_some() => {
+            if let Some((d, values)) = str_dict(&cols[*i]) {
+                let counts = dict_counts(d, values);
+                let mut bad = vec![false; counts.len()];
+                for (j, c) in counts.iter().enumerate() {
+                    if *c > 0 {
+                        acc.non_null += c;
+                        if !pred.ok(&Cell::Str(values.value(j))) {
+                            acc.count += c;
+                            bad[j] = true;
+                        }
+                    }
+                }
+                if acc.note.is_none()
+                    && let Some(v) = first_marked(d, values, &bad)
+                {
+                    acc.note = Some(crate::read::truncate(v, 60));
+                }
+            }
+        }
+        Measure::Duplicates(idx) | Measure::KeyViolations(idx)
+            if idx.len() == 1 && str_dict(&cols[idx[0]]).is_some() =>
+        {
+            let a = &cols[idx[0]];
+            if matches!(c.measure, Measure::KeyViolations(_)) {
+                acc.count += a.logical_null_count() as u64;
+            }
+            if let Some((d, values)) = str_dict(a) {
+                for (j, c) in dict_counts(d, values).into_iter().enumerate() {
+                    if c > 0 {
+                        acc.non_null += c;
+                        acc.hashes.insert(hash_cell(&Cell::Str(values.value(j))));
+                    }
+                }
+            }
+        }
+        Measure::Missing(i, set) => {
+            acc.count += cols[*i].logical_null_count() as u64;
+            for_each_non_null(&cols[*i], |v| {
                 acc.non_null += 1;
                 if set.contains(&v) {
                     acc.count += 1;
                 }
-            }
-        }),
-        Measure::Violations(i, pred) => for_each_cell(&cols[*i], &mut |v| {
-            if let Some(v) = v {
-                acc.non_null += 1;
-                if !pred.ok(&v) {
-                    acc.count += 1;
-                    if acc.note.is_none() {
-                        acc.note = Some(crate::read::truncate(&v.to_text(), 60));
-                    }
+            });
+        }
+        Measure::Violations(i, pred) => for_each_non_null(&cols[*i], |v| {
+            acc.non_null += 1;
+            if !pred.ok(&v) {
+                acc.count += 1;
+                if acc.note.is_none() {
+                    acc.note = Some(crate::read::truncate(&v.to_text(), 60));
                 }
             }
         }),
+        Measure::Duplicates(idx) | Measure::KeyViolations(idx) if idx.len() == 1 => {
+            // One column: each value's key goes straight into the set.
+            let a = &cols[idx[0]];
+            if matches!(c.measure, Measure::KeyViolations(_)) {
+                acc.count += a.logical_null_count() as u64;
+            }
+            for_each_non_null(a, |v| {
+                acc.non_null += 1;
+                acc.hashes.insert(hash_cell(&v));
+            });
+        }
         Measure::Duplicates(idx) | Measure::KeyViolations(idx) => {
             scratch.clear();
             for (n, i) in idx.iter().enumerate() {
@@ -1669,6 +1943,18 @@ fn update(
         }
         Measure::Newest(i) | Measure::Oldest(i) => {
             let a = &cols[*i];
+            let as_text;
+            let a = if str_dict(a).is_some() {
+                match arrow::compute::cast(a, &DataType::Utf8) {
+                    Ok(t) => {
+                        as_text = t;
+                        &as_text
+                    }
+                    Err(_) => a,
+                }
+            } else {
+                a
+            };
             let see = |us: i64, acc: &mut Acc| {
                 acc.non_null += 1;
                 acc.newest = Some(acc.newest.map_or(us, |e| e.max(us)));
@@ -1711,6 +1997,10 @@ type PassResult = Result<(u64, Vec<Acc>), String>;
 fn run_pass(ds: &Dataset, plan: &Plan, columns: &[String], opts: &CheckOptions) -> PassResult {
     let units = ds.units().map_err(|e| e.to_string())?;
     let total = units.len();
+    let known_rows: usize = units
+        .iter()
+        .map(|u| u.rows.and_then(|r| usize::try_from(r).ok()).unwrap_or(0))
+        .sum();
     let workers = if opts.workers == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -1734,6 +2024,17 @@ fn run_pass(ds: &Dataset, plan: &Plan, columns: &[String], opts: &CheckOptions) 
         for _ in 0..workers {
             s.spawn(|| {
                 let mut accs: Vec<Acc> = plan.checks.iter().map(|_| Acc::default()).collect();
+                // Duplicate counts: room for this worker's share of the rows, when known.
+                for (c, acc) in plan.checks.iter().zip(accs.iter_mut()) {
+                    if known_rows > 0
+                        && matches!(
+                            c.measure,
+                            Measure::Duplicates(_) | Measure::KeyViolations(_)
+                        )
+                    {
+                        acc.hashes.reserve(known_rows / workers);
+                    }
+                }
                 let mut rows = 0u64;
                 let mut scratch = Vec::new();
                 loop {
@@ -1742,26 +2043,27 @@ fn run_pass(ds: &Dataset, plan: &Plan, columns: &[String], opts: &CheckOptions) 
                     }
                     let u = next.fetch_add(1, Ordering::Relaxed);
                     let Some(unit) = units.get(u) else { break };
-                    let res = ds.read_unit(unit, &read_opts, &mut |batch: &RecordBatch| {
-                        if stop.load(Ordering::Relaxed) {
-                            return Err(ReadError::Callback("stopped".into()));
-                        }
-                        let mut cols = Vec::with_capacity(batch.num_columns());
-                        for (i, a) in batch.columns().iter().enumerate() {
-                            cols.push(canonical(a).map_err(|e| {
-                                ReadError::Callback(format!(
-                                    "{}: column {}: {e}",
-                                    unit.file.display(),
-                                    columns.get(i).map(String::as_str).unwrap_or("?")
-                                ))
-                            })?);
-                        }
-                        rows += batch.num_rows() as u64;
-                        for (c, acc) in plan.checks.iter().zip(accs.iter_mut()) {
-                            update(c, acc, &cols, batch.num_rows(), &mut scratch);
-                        }
-                        Ok(())
-                    });
+                    let res =
+                        ds.read_unit_dictionary(unit, &read_opts, &mut |batch: &RecordBatch| {
+                            if stop.load(Ordering::Relaxed) {
+                                return Err(ReadError::Callback("stopped".into()));
+                            }
+                            let mut cols = Vec::with_capacity(batch.num_columns());
+                            for (i, a) in batch.columns().iter().enumerate() {
+                                cols.push(canonical(a).map_err(|e| {
+                                    ReadError::Callback(format!(
+                                        "{}: column {}: {e}",
+                                        unit.file.display(),
+                                        columns.get(i).map(String::as_str).unwrap_or("?")
+                                    ))
+                                })?);
+                            }
+                            rows += batch.num_rows() as u64;
+                            for (c, acc) in plan.checks.iter().zip(accs.iter_mut()) {
+                                update(c, acc, &cols, batch.num_rows(), &mut scratch);
+                            }
+                            Ok(())
+                        });
                     if let Err(e) = res {
                         if !matches!(&e, ReadError::Callback(m) if m == "stopped")
                             && let Ok(mut g) = first_error.lock()
@@ -1964,6 +2266,94 @@ mod tests {
         assert!(!string_format_ok("ipv4", "10.0.0.256"));
         assert!(string_format_ok("uri", "https://example.com/x"));
         assert!(!string_format_ok("uri", "not a uri"));
+    }
+
+    fn measured(measure: Measure, col: &ArrayRef) -> (u64, u64, usize, Option<String>) {
+        let c = PlannedCheck {
+            base: CheckResult {
+                id: "t".into(),
+                kind: "schema".into(),
+                object: "o".into(),
+                property: None,
+                rule: "r".into(),
+                severity: None,
+                dimension: None,
+                status: Status::Error,
+                measured: None,
+                expected: String::new(),
+                message: String::new(),
+            },
+            measure,
+            judge: Judge::Report,
+        };
+        let mut acc = Acc::default();
+        let cols = vec![canonical(col).unwrap_or_else(|e| panic!("canonical: {e}"))];
+        // Two batches of the same column: duplicates across batches count too.
+        update(&c, &mut acc, &cols, col.len(), &mut Vec::new());
+        update(&c, &mut acc, &cols, col.len(), &mut Vec::new());
+        (acc.count, acc.non_null, acc.hashes.len(), acc.note)
+    }
+
+    #[test]
+    fn dictionary_columns_measure_like_plain_strings() {
+        let plain: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("N1"),
+            None,
+            Some("bad"),
+            Some("N1"),
+            Some("N22"),
+            Some(""),
+            None,
+            Some("worse"),
+        ]));
+        let dict = arrow::compute::cast(
+            &plain,
+            &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+        )
+        .unwrap_or_else(|e| panic!("cast: {e}"));
+        assert!(str_dict(&dict).is_some());
+        let pattern = || {
+            Measure::Violations(
+                0,
+                Pred::Pattern(regex::Regex::new("^N[0-9]+$").unwrap_or_else(|e| panic!("{e}"))),
+            )
+        };
+        let missing = || Measure::Missing(0, ValueSet::from_values(&[Value::String("".into())]));
+        type MakeMeasure = fn() -> Measure;
+        let cases: [(&str, MakeMeasure); 4] = [
+            ("pattern", pattern),
+            ("missing", missing),
+            ("duplicates", || Measure::Duplicates(vec![0])),
+            ("key", || Measure::KeyViolations(vec![0])),
+        ];
+        for (name, m) in cases {
+            let a = measured(m(), &plain);
+            let b = measured(m(), &dict);
+            assert_eq!(a, b, "{name}");
+        }
+        // Pattern: "bad", "", "worse" fail in each of two batches; the example is the first.
+        assert_eq!(measured(pattern(), &dict), (6, 12, 0, Some("bad".into())));
+        // Six non-null values per batch, five distinct over both batches.
+        assert_eq!(measured(Measure::Duplicates(vec![0]), &dict).2, 5);
+    }
+
+    #[test]
+    fn keys_count_distinct_across_partitions_and_merges() {
+        let mut a = Keys::default();
+        let mut b = Keys::default();
+        b.reserve(1000);
+        for i in 0..5000u128 {
+            a.insert(hash_cell(&Cell::Int(i as i64)));
+            b.insert(hash_cell(&Cell::Int((i / 2) as i64 + 4000)));
+        }
+        assert_eq!(a.len(), 5000);
+        assert_eq!(b.len(), 2500);
+        a.merge(b);
+        // 0..5000 and 4000..6500 overlap on 4000..5000.
+        assert_eq!(a.len(), 6500);
+        let mut empty = Keys::default();
+        empty.merge(a);
+        assert_eq!(empty.len(), 6500);
     }
 
     #[test]

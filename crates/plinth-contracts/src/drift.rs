@@ -629,6 +629,11 @@ impl ValueCollector {
     pub fn values(&self) -> &ColumnValues {
         &self.values
     }
+
+    /// The values collected, without copying them.
+    pub fn into_values(self) -> ColumnValues {
+        self.values
+    }
 }
 
 /// Exact drift of one column from the raw values of both datasets.

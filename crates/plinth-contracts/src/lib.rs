@@ -7,3 +7,4 @@ pub mod drift;
 pub mod odcs;
 pub mod profile;
 pub mod read;
+pub mod run;

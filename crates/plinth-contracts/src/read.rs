@@ -16,7 +16,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 
 /// How many CSV rows schema inference looks at.
 const INFER_ROWS: usize = 20_000;
@@ -297,12 +299,30 @@ impl Dataset {
     ) -> Result<(), ReadError> {
         let batch_rows = opts.batch_rows.max(1);
         match self.format {
-            Format::Parquet => read_parquet(unit, opts, batch_rows, f),
+            Format::Parquet => read_parquet(unit, opts, batch_rows, false, f),
             Format::Arrow => read_ipc(unit, opts, f),
             Format::Csv => {
                 let schema = self.schema()?;
                 read_csv(&unit.file, &schema, opts, batch_rows, f)
             }
+        }
+    }
+
+    /// Like [`Dataset::read_unit`], but Parquet string columns come back as
+    /// `Dictionary(Int32, Utf8)`, the way they are usually stored, instead of one string per
+    /// row (callers that evaluate each distinct value once read far less). Other formats are
+    /// read as by `read_unit`.
+    pub fn read_unit_dictionary(
+        &self,
+        unit: &ReadUnit,
+        opts: &ReadOptions,
+        f: &mut dyn FnMut(&RecordBatch) -> Result<(), ReadError>,
+    ) -> Result<(), ReadError> {
+        match self.format {
+            Format::Parquet => {
+                read_parquet(unit, opts, opts.batch_rows.max(1), true, &mut |_, b| f(b))
+            }
+            _ => self.read_unit(unit, opts, f),
         }
     }
 
@@ -420,10 +440,41 @@ fn reorder(batch: RecordBatch, columns: &Option<Vec<String>>) -> Result<RecordBa
     batch.project(&idx).map_err(|e| e.to_string())
 }
 
+/// The schema with every Utf8 field as `Dictionary(Int32, Utf8)`; `None` when there is none.
+fn dictionary_schema(schema: &Schema) -> Option<SchemaRef> {
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| f.data_type() == &DataType::Utf8)
+    {
+        return None;
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let f = f.as_ref().clone();
+            if f.data_type() == &DataType::Utf8 {
+                f.with_data_type(DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(DataType::Utf8),
+                ))
+            } else {
+                f
+            }
+        })
+        .collect();
+    Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
+}
+
 fn read_parquet(
     unit: &ReadUnit,
     opts: &ReadOptions,
     batch_rows: usize,
+    dictionary: bool,
     f: &mut dyn FnMut(&BatchPos, &RecordBatch) -> Result<(), ReadError>,
 ) -> Result<(), ReadError> {
     let path = &unit.file;
@@ -434,8 +485,19 @@ fn read_parquet(
         message,
     };
     let file = File::open(path).map_err(|e| io_err(path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| fmt_err(path, format!("not a readable parquet file: {e}")))?;
+    let unreadable = |e: parquet::errors::ParquetError| {
+        fmt_err(path, format!("not a readable parquet file: {e}"))
+    };
+    let mut meta =
+        ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(unreadable)?;
+    if dictionary && let Some(schema) = dictionary_schema(meta.schema()) {
+        meta = ArrowReaderMetadata::try_new(
+            meta.metadata().clone(),
+            ArrowReaderOptions::new().with_schema(schema),
+        )
+        .map_err(unreadable)?;
+    }
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta);
     let n_groups = builder.metadata().num_row_groups();
     let mut builder = builder.with_batch_size(batch_rows);
     if let Some(g) = unit.row_group {
