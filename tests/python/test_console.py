@@ -365,6 +365,54 @@ def contracts_page_checks(browser, s, tmp_path):
     assert [r.get_attribute("data-name") for r in rows(browser, "versions-table")] == ["orders-v2", "orders-v1"]
 
 
+def month_slice(tmp_path, month):
+    """The rows of the real nycflights13 weather file for one month, written under tmp_path."""
+    source = ROOT.parent / "shared" / "data" / "nycflights13" / "weather.csv"
+    lines = source.read_text().splitlines()
+    keep = [lines[0]] + [line for line in lines[1:] if line.split(",")[2] == str(month)]
+    path = tmp_path / f"weather-2013-{month:02d}.csv"
+    path.write_text("\n".join(keep) + "\n")
+    return path
+
+
+def test_contract_page_shows_seasonal_drift(browser, tmp_path):
+    s = start_server()
+    try:
+        s.apply_yaml((ROOT / "examples" / "contracts" / "weather-monthly.odcs.yaml").read_text())
+        for month in [1, 7]:
+            status, body = s.request("POST", "/api/v1/datacontracts/weather-monthly/versions",
+                                     {"path": str(month_slice(tmp_path, month))})
+            assert status == 201, body
+        sign_in_ok(browser, s, s.token)
+        nav(browser, "nav-contracts", "Data contracts")
+        browser.find_element(By.CSS_SELECTOR, "#contract-weather-monthly a").click()
+        wait_h1(browser, "weather-monthly")
+        assert path_of(browser) == "/console/contracts/weather-monthly"
+        verdict = browser.find_element(By.ID, "drift-verdict")
+        assert verdict.get_attribute("data-verdict") == "drift"
+        assert "temp" in verdict.text and "dewp" in verdict.text
+        # One bar per column, drifted ones highlighted, each with its threshold line.
+        drifted = browser.find_elements(By.CSS_SELECTOR, "svg#drift-chart rect.bar-drift")
+        calm = browser.find_elements(By.CSS_SELECTOR, "svg#drift-chart rect.bar-nodrift")
+        marks = browser.find_elements(By.CSS_SELECTOR, "svg#drift-chart rect.chart-threshold")
+        assert len(drifted) >= 2
+        assert len(drifted) + len(calm) == len(marks) >= 10
+        labels = svg_texts(browser, "drift-chart")
+        assert "temp" in labels and "dewp" in labels
+        assert all(float(r.get_attribute("width")) > 0 for r in drifted)
+        # The check results chart has a row per version.
+        assert any(t.startswith("v1 (") for t in svg_texts(browser, "checks-chart"))
+        assert [r.get_attribute("data-version") for r in rows(browser, "contract-versions-table")] == ["2", "1"]
+        # The overlay follows the selected column.
+        browser.find_element(By.CSS_SELECTOR, "#drift-columns a[data-column='origin']").click()
+        wait_for(browser, lambda d: has(d, "#overlay-panel[data-column='origin']"))
+        assert has(browser, "svg#overlay-chart rect.bar-reference")
+        assert has(browser, "svg#overlay-chart rect.bar-current")
+        assert "EWR" in svg_texts(browser, "overlay-chart")
+    finally:
+        stop_server(s)
+
+
 def test_object_text_is_escaped(browser, fresh_server):
     fresh_server.apply_yaml(
         """

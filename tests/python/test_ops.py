@@ -24,7 +24,8 @@ import conftest
 SERVER_SRC = conftest.ROOT / "crates" / "plinth-server" / "src"
 HTTP_METHODS = ("get", "post", "put", "delete", "patch", "head", "options", "trace")
 # Values for path parameters when probing routes.
-SAMPLE_PARAMS = {"kind": "pools", "name": "gpu-a", "id": "x0000000000"}
+SAMPLE_PARAMS = {"kind": "pools", "name": "gpu-a", "id": "x0000000000", "version": "1",
+                 "node": "gpu-a-0"}
 
 
 def raw(server, method, path, body=None, headers=None):

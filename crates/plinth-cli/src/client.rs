@@ -149,6 +149,60 @@ impl Client {
         self.send(self.request(reqwest::Method::POST, path).json(body))
             .await
     }
+
+    /// GETs a text body; returns it with the response headers.
+    pub async fn get_text(
+        &self,
+        path: &str,
+    ) -> Result<(String, reqwest::header::HeaderMap), Failure> {
+        let resp = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    7,
+                    format!(
+                        "cannot reach the server at {}: {}",
+                        self.server,
+                        root_cause(&e)
+                    ),
+                )
+            })?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(|e| {
+            Failure::new(7, format!("reading the response from {}: {e}", self.server))
+        })?;
+        if !status.is_success() {
+            if let Ok(err) = serde_json::from_slice::<ApiError>(&bytes) {
+                return Err(err.into());
+            }
+            return Err(Failure::new(
+                1,
+                format!(
+                    "server answered {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                ),
+            ));
+        }
+        Ok((String::from_utf8_lossy(&bytes).into_owned(), headers))
+    }
+
+    /// POSTs raw bytes (an uploaded file) with the given content type.
+    pub async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<T, Failure> {
+        self.send(
+            self.request(reqwest::Method::POST, path)
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body),
+        )
+        .await
+    }
 }
 
 fn root_cause(e: &dyn std::error::Error) -> String {

@@ -8,6 +8,8 @@ mod commands;
 mod contract;
 mod data;
 mod dataset;
+mod gateway;
+mod job;
 mod output;
 mod up;
 
@@ -48,6 +50,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run the server with the demo workspace applied, and print the console URL and token.
     Up(up::UpArgs),
+    /// Run the inference gateway alone (OpenAI-compatible API) from a file of deployments.
+    Gateway(gateway::GatewayArgs),
     /// Check a server and token, and save them for later commands.
     Login {
         #[command(flatten)]
@@ -109,9 +113,16 @@ enum Command {
     /// Profile datasets and measure drift between them (local files; no server needed).
     #[command(subcommand)]
     Data(data::DataCmd),
-    /// Register dataset versions against a DataContract on the server, and list them.
+    /// Dataset versions on the server: register (a path or an upload), list, show, profile,
+    /// drift between versions, drift reference, OpenLineage facets.
     #[command(subcommand)]
     Dataset(dataset::DatasetCmd),
+    /// Jobs: submit, list, describe (state, attempts, why it waits), logs, cancel.
+    #[command(subcommand)]
+    Job(job::JobCmd),
+    /// Pool operations: simulate a spot interruption of a node.
+    #[command(subcommand)]
+    Pool(job::PoolCmd),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -134,6 +145,9 @@ pub struct ServeArgs {
     /// Log filter such as info or plinth=debug (also PLINTH_LOG).
     #[arg(long)]
     log_level: Option<String>,
+    /// The largest dataset upload in bytes [default: 1 GiB] (also PLINTH_MAX_UPLOAD_BYTES).
+    #[arg(long)]
+    max_upload_bytes: Option<u64>,
 }
 
 impl ServeArgs {
@@ -145,11 +159,20 @@ impl ServeArgs {
             database_url: self.database_url.clone(),
             log_format: self.log_format.clone(),
             log_level: self.log_level.clone(),
+            max_upload_bytes: self.max_upload_bytes,
         }
     }
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
+    // The supervisor of a job attempt (started by the server's executor): parsed before clap
+    // so it stays hidden and starts fast.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "exec-supervisor")
+    {
+        return plinth_server::exec_supervisor_main(std::env::args_os().skip(2));
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -169,6 +192,7 @@ async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Serve(args) => commands::serve(args).await,
         Command::Up(args) => up::up(args).await,
+        Command::Gateway(args) => gateway::run(args).await,
         Command::Login { conn } => commands::login(conn).await,
         Command::Whoami { conn } => commands::whoami(conn).await,
         Command::Status { conn } => commands::status(conn).await,
@@ -190,6 +214,8 @@ async fn run(cli: Cli) -> i32 {
         Command::Contract(cmd) => contract::run(cmd).await,
         Command::Data(cmd) => data::run(cmd).await,
         Command::Dataset(cmd) => dataset::run(cmd).await,
+        Command::Job(cmd) => job::run(cmd).await,
+        Command::Pool(cmd) => job::run_pool(cmd).await,
     };
     match result {
         Ok(code) => code,

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use plinth_types::api::{ApplyRequest, ApplyResponse, SourcedDocument};
+use plinth_types::api::{
+    ApplyRequest, ApplyResponse, DatasetDrift, DatasetReference, DatasetVersion,
+    SetReferenceRequest, SourcedDocument,
+};
 
 use crate::client::{Client, CmdResult, Failure};
 use crate::{Conn, output};
@@ -175,7 +178,8 @@ pub async fn up(args: UpArgs) -> CmdResult {
     })?;
     println!("plinth: demo workspace applied:");
     crate::commands::print_apply(&applied);
-    register_example_datasets(&client).await;
+    register_example_datasets(&client, &args.data_dir).await;
+    submit_example_job(&client).await;
     println!();
     println!("plinth: listening on {url}");
     println!("plinth: console at {url}/console");
@@ -221,10 +225,15 @@ fn example_documents(dir: Option<&Path>) -> Result<Vec<SourcedDocument>, Failure
     Ok(out)
 }
 
+/// The example contract whose versions are months of the weather file (see
+/// [`seasonal_weather_demo`]).
+const MONTHLY_CONTRACT: &str = "weather-monthly";
+
 /// Applies the example ODCS contracts (`examples/contracts/` under the working directory) and
 /// registers the real data their servers name, when that data is present, so the demo shows
-/// real check results. Anything missing is reported and skipped: the demo runs without it.
-async fn register_example_datasets(client: &Client) {
+/// real check results. Data already registered (same digest) is not registered again. Anything
+/// missing is reported and skipped: the demo runs without it.
+async fn register_example_datasets(client: &Client, data_dir: &Path) {
     let dir = Path::new("examples/contracts");
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -283,24 +292,174 @@ async fn register_example_datasets(client: &Client) {
             continue;
         };
         let path = std::fs::canonicalize(&data).unwrap_or(data);
-        let body = serde_json::json!({"path": path.display().to_string()});
-        let result: Result<serde_json::Value, _> = client
-            .post(
-                &format!("/api/v1/datacontracts/{}/versions", crate::client::enc(&id)),
-                &body,
-            )
-            .await;
-        match result {
-            Ok(v) => println!(
+        if id == MONTHLY_CONTRACT {
+            seasonal_weather_demo(client, &path, data_dir).await;
+        } else {
+            register_once(client, &id, &path).await;
+        }
+    }
+}
+
+/// Registers the data at `path` as contract `id`'s next version unless a version with the same
+/// content digest exists; returns the version number it has either way.
+async fn register_once(client: &Client, id: &str, path: &Path) -> Option<u64> {
+    let versions_path = format!("/api/v1/datacontracts/{}/versions", crate::client::enc(id));
+    let digest = plinth_core::content_digest(path).ok();
+    let existing: Vec<DatasetVersion> = client.get(&versions_path).await.unwrap_or_default();
+    if let Some(v) = existing
+        .iter()
+        .find(|v| digest.is_some() && v.spec.digest == digest)
+    {
+        println!(
+            "plinth: dataset {} already registered against datacontract/{id}: {} ({} rows)",
+            v.name, v.spec.status, v.spec.rows
+        );
+        return Some(v.spec.version);
+    }
+    let body = serde_json::json!({"path": path.display().to_string()});
+    let result: Result<DatasetVersion, _> = client.post(&versions_path, &body).await;
+    match result {
+        Ok(v) => {
+            println!(
                 "plinth: dataset {} checked against datacontract/{id}: {} ({} rows)",
-                v["name"].as_str().unwrap_or("?"),
-                v["spec"]["status"].as_str().unwrap_or("?"),
-                v["spec"]["rows"]
-            ),
-            Err(e) => println!(
+                v.name, v.spec.status, v.spec.rows
+            );
+            Some(v.spec.version)
+        }
+        Err(e) => {
+            println!(
                 "plinth: could not register the data of datacontract/{id}: {}",
                 e.message
-            ),
+            );
+            None
         }
+    }
+}
+
+/// Writes the rows of the weather CSV at `source` whose `month` column is `month` to `dest`
+/// (through a temporary file and a rename; an existing file is left alone).
+fn write_month_slice(source: &Path, dest: &Path, month: u32) -> Result<(), String> {
+    if dest.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(source).map_err(|e| format!("{}: {e}", source.display()))?;
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .ok_or_else(|| format!("{}: empty file", source.display()))?;
+    let col = header
+        .split(',')
+        .position(|h| h.trim_matches('"') == "month")
+        .ok_or_else(|| format!("{}: no month column", source.display()))?;
+    let wanted = month.to_string();
+    let mut out = String::with_capacity(text.len() / 10);
+    out.push_str(header);
+    out.push('\n');
+    let mut rows = 0;
+    for line in lines {
+        if line.split(',').nth(col).map(|v| v.trim_matches('"')) == Some(wanted.as_str()) {
+            out.push_str(line);
+            out.push('\n');
+            rows += 1;
+        }
+    }
+    if rows == 0 {
+        return Err(format!("{}: no rows of month {month}", source.display()));
+    }
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let tmp = dest.with_extension("csv.part");
+    std::fs::write(&tmp, out).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, dest).map_err(|e| format!("{}: {e}", dest.display()))
+}
+
+/// The seasonal-drift demo: January and July 2013 cut from the real weather file into
+/// `<data_dir>/demo/`, registered in that order as versions of `weather-monthly`, January as
+/// the drift reference, so the console's drift chart shows temp and dewp drifting.
+async fn seasonal_weather_demo(client: &Client, source: &Path, data_dir: &Path) {
+    let demo = data_dir.join("demo");
+    let mut versions = Vec::new();
+    for month in [1u32, 7] {
+        let dest = demo.join(format!("weather-2013-{month:02}.csv"));
+        if let Err(e) = write_month_slice(source, &dest, month) {
+            println!("plinth: skipped the seasonal drift demo: {e}");
+            return;
+        }
+        let dest = std::fs::canonicalize(&dest).unwrap_or(dest);
+        match register_once(client, MONTHLY_CONTRACT, &dest).await {
+            Some(v) => versions.push(v),
+            None => return,
+        }
+    }
+    let base = format!("/api/v1/datacontracts/{MONTHLY_CONTRACT}");
+    let reference: Result<DatasetReference, _> = client.get(&format!("{base}/reference")).await;
+    if reference.is_err()
+        && let Some(january) = versions.first()
+    {
+        let set: Result<DatasetReference, _> = client
+            .post(
+                &format!("{base}/reference"),
+                &SetReferenceRequest { version: *january },
+            )
+            .await;
+        if let Err(e) = set {
+            println!("plinth: could not set the drift reference: {}", e.message);
+        }
+    }
+    let drift: Result<DatasetDrift, _> = client.get(&format!("{base}/drift")).await;
+    match drift {
+        Ok(d) => println!(
+            "plinth: datacontract/{MONTHLY_CONTRACT}: July (v{}) against January (v{}): {} in {}",
+            d.current,
+            d.reference,
+            if d.verdict == "drift" {
+                "drift"
+            } else {
+                "no drift"
+            },
+            if d.drifted_columns.is_empty() {
+                "no column".to_string()
+            } else {
+                d.drifted_columns.join(", ")
+            }
+        ),
+        Err(e) => println!(
+            "plinth: could not compute the seasonal drift: {}",
+            e.message
+        ),
+    }
+}
+
+/// Submits one small real job (once per data dir) so the demo shows a finished job.
+async fn submit_example_job(client: &Client) {
+    const NAME: &str = "hello-plinth";
+    if client
+        .get::<plinth_types::job::Job>(&format!("/api/v1/jobs/{NAME}"))
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    let req = serde_json::json!({
+        "name": NAME,
+        "spec": {
+            "command": ["sh", "-c", "echo hello from a plinth job; uname -sm"],
+            "team": "research",
+            "queue": "research-training",
+            "class": "batch_inference",
+            "maxRuntime": "1m",
+            "tags": {"source": "plinth-up"},
+        }
+    });
+    match client
+        .post::<_, plinth_types::job::Job>("/api/v1/jobs", &req)
+        .await
+    {
+        Ok(j) => println!(
+            "plinth: example job {} submitted (plinth job logs {NAME})",
+            j.name
+        ),
+        Err(e) => eprintln!("plinth: example job not submitted: {}", e.message),
     }
 }

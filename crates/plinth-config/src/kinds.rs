@@ -126,6 +126,26 @@ pub static KINDS: &[KindInfo] = &[
 /// stored like a resource but never applied by hand.
 pub const DATASET_VERSION_KIND: &str = "DatasetVersion";
 
+/// The kind of server-managed dataset profiles: one per dataset version, same name
+/// (`<contract>-v<n>`), stored apart so listing versions does not load every profile.
+pub const DATASET_PROFILE_KIND: &str = "DatasetProfile";
+
+/// The kind of server-managed drift references: one per DataContract, named like it
+/// (`POST /api/v1/datacontracts/{name}/reference`).
+pub const DATASET_REFERENCE_KIND: &str = "DatasetReference";
+
+/// The kind of jobs: team-scoped, submitted with `plinth job submit` (`POST /api/v1/jobs`), run
+/// by the server's job controller, which records their status in the same object.
+pub const JOB_KIND: &str = "Job";
+
+/// Kinds the server manages itself; applying a document of one of them is an error.
+pub const SERVER_MANAGED_KINDS: &[&str] = &[
+    JOB_KIND,
+    DATASET_VERSION_KIND,
+    DATASET_PROFILE_KIND,
+    DATASET_REFERENCE_KIND,
+];
+
 /// Finds a kind by its name, plural or alias, ignoring case.
 pub fn lookup_kind(s: &str) -> Option<&'static KindInfo> {
     let l = s.to_ascii_lowercase();
@@ -203,11 +223,24 @@ pub fn validate_document(sd: &SourcedDocument) -> Result<ValidObject, DocumentEr
             "a document must be a mapping with apiVersion, kind, metadata and spec".into(),
         ));
     };
-    if map.get("kind").and_then(|k| k.as_str()) == Some(DATASET_VERSION_KIND) {
+    if let Some(kind) = map
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .filter(|k| SERVER_MANAGED_KINDS.contains(k))
+    {
+        if kind == JOB_KIND {
+            return Err(err(
+                None,
+                "kind",
+                "Job documents go to the server's job controller, which checks them with the scheduler: apply them through the server (`plinth apply`, `plinth job submit -f FILE`, POST /api/v1/jobs)".into(),
+            ));
+        }
         return Err(err(
             None,
             "kind",
-            "DatasetVersion objects are managed by the server and cannot be applied; register a dataset with `plinth dataset register CONTRACT PATH` (POST /api/v1/datacontracts/{name}/versions)".into(),
+            format!(
+                "{kind} objects are managed by the server and cannot be applied; register a dataset with `plinth dataset register CONTRACT PATH` (POST /api/v1/datacontracts/{{name}}/versions) and set the drift reference with `plinth dataset reference CONTRACT VERSION`"
+            ),
         ));
     }
     // A raw ODCS v3 document: wrap it into the Plinth envelope, named by its `id`.
@@ -704,5 +737,14 @@ mod tests {
             "metadata": {"name": "orders-v1"}, "spec": {}}))
         .unwrap_err();
         assert!(err.contains("managed by the server"), "{err}");
+        for kind in ["DatasetProfile", "DatasetReference"] {
+            let err = check(json!({"apiVersion": "plinth/v1", "kind": kind,
+                "metadata": {"name": "orders"}, "spec": {}}))
+            .unwrap_err();
+            assert!(
+                err.contains(&format!("{kind} objects are managed by the server")),
+                "{err}"
+            );
+        }
     }
 }

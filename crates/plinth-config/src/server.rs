@@ -37,6 +37,7 @@ struct FileConfig {
     log_format: Option<String>,
     log_level: Option<String>,
     max_body_bytes: Option<u64>,
+    max_upload_bytes: Option<u64>,
     shutdown_grace_seconds: Option<u64>,
 }
 
@@ -49,6 +50,7 @@ pub struct ServerOverrides {
     pub database_url: Option<String>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
+    pub max_upload_bytes: Option<u64>,
 }
 
 /// The validated server configuration.
@@ -61,6 +63,9 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     pub log_level: String,
     pub max_body_bytes: usize,
+    /// The largest dataset upload (`POST /api/v1/datacontracts/{name}/versions/upload`), which
+    /// is streamed to disk rather than held in memory.
+    pub max_upload_bytes: u64,
     pub shutdown_grace_seconds: u64,
     /// The first admin token, supplied instead of generating one (`PLINTH_BOOTSTRAP_TOKEN`).
     pub bootstrap_token: Option<String>,
@@ -69,6 +74,7 @@ pub struct ServerConfig {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 pub const DEFAULT_DATA_DIR: &str = "./plinth-data";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1024 * 1024 * 1024;
 
 impl ServerConfig {
     /// Resolves the configuration from flags, environment and the config file named by
@@ -198,6 +204,30 @@ impl ServerConfig {
                 message: format!("{max_body_bytes} is too small; use at least 1024"),
             });
         }
+        let env_upload = match e("PLINTH_MAX_UPLOAD_BYTES") {
+            Some(v) => Some(v.parse::<u64>().map_err(|_| ConfigError::Invalid {
+                source_name: "PLINTH_MAX_UPLOAD_BYTES".into(),
+                message: format!("{v:?} is not a number of bytes"),
+            })?),
+            None => None,
+        };
+        let (max_upload_bytes, src) = pick(
+            flags.max_upload_bytes,
+            env_upload,
+            file.max_upload_bytes,
+            (
+                "--max-upload-bytes",
+                "PLINTH_MAX_UPLOAD_BYTES",
+                &cfg_field("max_upload_bytes"),
+            ),
+        );
+        let max_upload_bytes = max_upload_bytes.unwrap_or(DEFAULT_MAX_UPLOAD_BYTES);
+        if max_upload_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                source_name: src,
+                message: format!("{max_upload_bytes} is too small; use at least 1024"),
+            });
+        }
         Ok(ServerConfig {
             listen,
             data_dir,
@@ -205,6 +235,7 @@ impl ServerConfig {
             log_format,
             log_level,
             max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+            max_upload_bytes,
             shutdown_grace_seconds: file.shutdown_grace_seconds.unwrap_or(10),
             bootstrap_token: e("PLINTH_BOOTSTRAP_TOKEN"),
         })
@@ -241,6 +272,50 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:7878");
         assert_eq!(c.database_url, "sqlite://./plinth-data/plinth.db");
         assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.max_upload_bytes, DEFAULT_MAX_UPLOAD_BYTES);
+    }
+
+    #[test]
+    fn upload_limit_from_flag_env_or_file() {
+        let dir = tempfile_dir();
+        let f = dir.join("plinth.yaml");
+        std::fs::write(&f, "max_upload_bytes: 4096\n").unwrap();
+        let e = env(&[("PLINTH_CONFIG", f.to_str().unwrap())]);
+        let c = ServerConfig::load(&e, ServerOverrides::default()).unwrap();
+        assert_eq!(c.max_upload_bytes, 4096);
+        let e2 = env(&[
+            ("PLINTH_CONFIG", f.to_str().unwrap()),
+            ("PLINTH_MAX_UPLOAD_BYTES", "8192"),
+        ]);
+        let c = ServerConfig::load(&e2, ServerOverrides::default()).unwrap();
+        assert_eq!(c.max_upload_bytes, 8192);
+        let flags = ServerOverrides {
+            max_upload_bytes: Some(2048),
+            ..Default::default()
+        };
+        assert_eq!(
+            ServerConfig::load(&e2, flags).unwrap().max_upload_bytes,
+            2048
+        );
+        let err = ServerConfig::load(
+            &env(&[("PLINTH_MAX_UPLOAD_BYTES", "lots")]),
+            ServerOverrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "PLINTH_MAX_UPLOAD_BYTES: \"lots\" is not a number of bytes"
+        );
+        let flags = ServerOverrides {
+            max_upload_bytes: Some(10),
+            ..Default::default()
+        };
+        let err = ServerConfig::load(&env(&[]), flags).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--max-upload-bytes: 10 is too small"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,14 +1,21 @@
 //! Dataset versions: a data file or folder checked against a stored DataContract, recorded as a
-//! server-managed `DatasetVersion` object with an audit event.
+//! server-managed `DatasetVersion` object with an audit event, plus its per-column profile as a
+//! `DatasetProfile` object of the same name (written in the same batch). Drift between stored
+//! profiles, the drift reference and OpenLineage facets live in the submodules.
+
+mod drift;
+mod lineage;
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use plinth_config::kinds::DATASET_VERSION_KIND;
+use plinth_config::kinds::{DATASET_PROFILE_KIND, DATASET_VERSION_KIND};
 use plinth_contracts::check::{CheckOptions, Status, check_path};
 use plinth_contracts::odcs::Contract;
+use plinth_contracts::profile::DatasetProfile;
+use plinth_contracts::run::profile_path;
 use plinth_store::{Batch, Op, Precondition, StoreError};
 use plinth_types::api::{DatasetVersion, DatasetVersionSpec, RegisterDatasetRequest};
 use plinth_types::audit::NewAuditEvent;
@@ -17,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{CoreError, Platform, document_digest};
 
-const CONTRACT_KIND: &str = "DataContract";
+pub(crate) const CONTRACT_KIND: &str = "DataContract";
 const CONFLICT_RETRIES: usize = 5;
 
 fn to_view(o: StoredObject) -> Option<DatasetVersion> {
@@ -39,18 +46,57 @@ impl Platform {
         name: &str,
         req: RegisterDatasetRequest,
     ) -> Result<DatasetVersion, CoreError> {
+        self.register(who, name, req, None).await
+    }
+
+    /// Registers a file uploaded to the server (already stored at `path`, under its digest) as
+    /// the contract's next version; `filename` is the name the client gave.
+    pub async fn register_uploaded_dataset(
+        &self,
+        who: &Identity,
+        name: &str,
+        path: &Path,
+        filename: &str,
+        now: Option<String>,
+    ) -> Result<DatasetVersion, CoreError> {
+        let req = RegisterDatasetRequest {
+            path: path.display().to_string(),
+            now,
+        };
+        self.register(who, name, req, Some(filename.to_string()))
+            .await
+    }
+
+    /// Fails unless `who` may register dataset versions and set references (maintainers and
+    /// admins): checked before an upload is accepted, so a viewer's bytes never reach disk.
+    pub fn require_dataset_writer(&self, who: &Identity, what: &str) -> Result<(), CoreError> {
         if who.role < Role::Maintainer {
             return Err(CoreError::PermissionDenied(format!(
-                "{} (role {}) may not register datasets: requires maintainer or admin",
+                "{} (role {}) may not {what}: requires maintainer or admin",
                 who.actor(),
                 who.role
             )));
         }
-        let Some(obj) = self.store.get_object(CONTRACT_KIND, name).await? else {
-            return Err(CoreError::NotFound(format!(
-                "DataContract {name:?} not found"
-            )));
-        };
+        Ok(())
+    }
+
+    /// The stored DataContract object `name`, or `NotFound`.
+    pub async fn contract_object(&self, name: &str) -> Result<StoredObject, CoreError> {
+        self.store
+            .get_object(CONTRACT_KIND, name)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(format!("DataContract {name:?} not found")))
+    }
+
+    async fn register(
+        &self,
+        who: &Identity,
+        name: &str,
+        req: RegisterDatasetRequest,
+        upload: Option<String>,
+    ) -> Result<DatasetVersion, CoreError> {
+        self.require_dataset_writer(who, "register datasets")?;
+        let obj = self.contract_object(name).await?;
         let contract = Contract::from_value(obj.document.spec.clone()).map_err(|e| {
             CoreError::invalid(format!("stored DataContract/{name} does not parse: {e}"))
         })?;
@@ -72,15 +118,23 @@ impl Platform {
             now,
             ..CheckOptions::default()
         };
-        let (report, digest) = tokio::task::spawn_blocking(move || {
+        let (report, digest, bytes, profile) = tokio::task::spawn_blocking(move || {
             let report = check_path(&contract, &path, &opts);
-            // Only data that could be opened is digested (never a whole tree by mistake).
-            let digest = if report.files > 0 {
-                content_digest(&path).ok()
-            } else {
-                None
+            // Only data that could be opened is digested and profiled (never a whole tree by
+            // mistake). A profile that fails (unreadable rows) leaves the version without one.
+            if report.files == 0 {
+                return (report, None, None, None);
+            }
+            let digest = content_digest(&path).ok();
+            let bytes = content_size(&path).ok();
+            let profile = match profile_path(&path, 0) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "dataset not profiled");
+                    None
+                }
             };
-            (report, digest)
+            (report, digest, bytes, profile)
         })
         .await
         .map_err(|e| CoreError::invalid(format!("the check did not finish: {e}")))?;
@@ -104,6 +158,9 @@ impl Platform {
             })
             .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
         let report_json = serde_json::to_value(&report).unwrap_or_default();
+        let profile_json = profile
+            .as_ref()
+            .map(|p| serde_json::to_value(p).unwrap_or_default());
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -119,6 +176,9 @@ impl Platform {
                 counts: counts.clone(),
                 checked_at: now.to_rfc3339_opts(SecondsFormat::Micros, true),
                 freshness: freshness.clone(),
+                bytes,
+                upload: upload.clone(),
+                profiled: profile_json.is_some(),
                 report: report_json.clone(),
             };
             let vname = format!("{name}-v{version}");
@@ -146,7 +206,7 @@ impl Platform {
                 updated_by: who.actor(),
             };
             let event = NewAuditEvent {
-                ts,
+                ts: ts.clone(),
                 actor: who.actor(),
                 action: "dataset.register".into(),
                 kind: DATASET_VERSION_KIND.to_string(),
@@ -161,13 +221,21 @@ impl Platform {
                     "status": status,
                     "digest": digest,
                     "rows": report.rows,
+                    "upload": upload,
                 }),
             };
+            let mut ops = vec![Op::PutObject {
+                object: object.clone(),
+                precondition: Precondition::Absent,
+            }];
+            if let Some(p) = &profile_json {
+                ops.push(Op::PutObject {
+                    object: self.profile_object(name, version, &vname, p, &who.actor(), &ts),
+                    precondition: Precondition::None,
+                });
+            }
             let batch = Batch {
-                ops: vec![Op::PutObject {
-                    object: object.clone(),
-                    precondition: Precondition::Absent,
-                }],
+                ops,
                 events: vec![event],
             };
             match self.store.commit(batch).await {
@@ -227,6 +295,112 @@ impl Platform {
             .into_iter()
             .filter(|o| o.document.spec.get("contract").and_then(|c| c.as_str()) == Some(name))
             .collect())
+    }
+
+    /// Version `version` of contract `name`'s dataset. Everyone may read it.
+    pub async fn dataset_version(
+        &self,
+        _who: &Identity,
+        name: &str,
+        version: u64,
+    ) -> Result<DatasetVersion, CoreError> {
+        let obj = self
+            .store
+            .get_object(DATASET_VERSION_KIND, &format!("{name}-v{version}"))
+            .await?
+            .filter(|o| o.document.spec.get("contract").and_then(|c| c.as_str()) == Some(name));
+        match obj.and_then(to_view) {
+            Some(v) => Ok(v),
+            None => {
+                self.contract_object(name).await?;
+                Err(CoreError::NotFound(format!(
+                    "DataContract {name:?} has no dataset version {version}"
+                )))
+            }
+        }
+    }
+
+    /// The per-column profile stored with version `version` of contract `name`'s dataset.
+    pub async fn dataset_profile(
+        &self,
+        who: &Identity,
+        name: &str,
+        version: u64,
+    ) -> Result<DatasetProfile, CoreError> {
+        let v = self.dataset_version(who, name, version).await?;
+        let obj = self
+            .store
+            .get_object(DATASET_PROFILE_KIND, &v.name)
+            .await?
+            .ok_or_else(|| {
+                CoreError::NotFound(format!(
+                    "{} has no profile: its data could not be read (status {})",
+                    v.name, v.spec.status
+                ))
+            })?;
+        let profile = obj
+            .document
+            .spec
+            .get("profile")
+            .cloned()
+            .unwrap_or_default();
+        serde_json::from_value(profile).map_err(|e| {
+            CoreError::invalid(format!(
+                "stored DatasetProfile/{} does not parse: {e}",
+                v.name
+            ))
+        })
+    }
+
+    fn profile_object(
+        &self,
+        contract: &str,
+        version: u64,
+        vname: &str,
+        profile: &serde_json::Value,
+        actor: &str,
+        ts: &str,
+    ) -> StoredObject {
+        let document = Document {
+            api_version: API_VERSION.to_string(),
+            kind: DATASET_PROFILE_KIND.to_string(),
+            metadata: ObjectMeta {
+                name: vname.to_string(),
+                labels: [("contract".to_string(), contract.to_string())].into(),
+                ..Default::default()
+            },
+            spec: serde_json::json!({
+                "contract": contract,
+                "version": version,
+                "profile": profile,
+            }),
+        };
+        StoredObject {
+            kind: DATASET_PROFILE_KIND.to_string(),
+            name: vname.to_string(),
+            team: None,
+            digest: document_digest(&document),
+            document,
+            generation: 1,
+            created_at: ts.to_string(),
+            updated_at: ts.to_string(),
+            updated_by: actor.to_string(),
+        }
+    }
+}
+
+/// Bytes of a file, or of every file below a folder (the same files [`content_digest`] reads).
+pub fn content_size(path: &Path) -> std::io::Result<u64> {
+    if path.is_dir() {
+        let mut files = Vec::new();
+        collect_files(path, &mut files)?;
+        let mut total = 0;
+        for f in &files {
+            total += std::fs::metadata(f)?.len();
+        }
+        Ok(total)
+    } else {
+        Ok(std::fs::metadata(path)?.len())
     }
 }
 

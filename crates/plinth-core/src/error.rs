@@ -21,6 +21,9 @@ pub enum CoreError {
     Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A failure of the server itself (executor files, a stored object that does not parse).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl CoreError {
@@ -39,6 +42,7 @@ impl CoreError {
             CoreError::NotFound(_) => ErrorCode::NotFound,
             CoreError::Conflict(_) => ErrorCode::Conflict,
             CoreError::Store(e) => e.code(),
+            CoreError::Internal(_) => ErrorCode::Internal,
         }
     }
 
@@ -48,6 +52,7 @@ impl CoreError {
             CoreError::Store(e) if e.code() == ErrorCode::Internal => {
                 "internal error; see the server log".to_string()
             }
+            CoreError::Internal(_) => "internal error; see the server log".to_string(),
             other => other.to_string(),
         };
         let details = match self {

@@ -7,8 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use plinth_types::api::{
-    ApplyRequest, ApplyResponse, CreateTokenRequest, CreatedToken, DatasetVersion, DeleteResponse,
-    Overview, RegisterDatasetRequest, TokenInfo,
+    ApplyRequest, ApplyResponse, CreateTokenRequest, CreatedToken, DatasetDrift, DatasetReference,
+    DatasetVersion, DeleteResponse, Overview, RegisterDatasetRequest, SetReferenceRequest,
+    TokenInfo,
 };
 use plinth_types::audit::{AuditEvent, AuditFilter, AuditVerification};
 use plinth_types::{ErrorCode, Identity, ResourceView};
@@ -44,6 +45,23 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/datacontracts/{name}/versions",
             get(list_dataset_versions).post(register_dataset),
         )
+        .route(
+            "/api/v1/datacontracts/{name}/versions/{version}",
+            get(get_dataset_version),
+        )
+        .route(
+            "/api/v1/datacontracts/{name}/versions/{version}/profile",
+            get(get_dataset_profile),
+        )
+        .route(
+            "/api/v1/datacontracts/{name}/versions/{version}/lineage",
+            get(get_dataset_lineage),
+        )
+        .route(
+            "/api/v1/datacontracts/{name}/reference",
+            get(get_dataset_reference).post(set_dataset_reference),
+        )
+        .route("/api/v1/datacontracts/{name}/drift", get(dataset_drift))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -185,7 +203,15 @@ pub async fn apply(
         let req: ApplyRequest = parse_json(&body)?;
         (req.documents, req.dry_run || q.dry_run.unwrap_or(false))
     };
-    Ok(Json(s.platform.apply(&who, documents, dry_run).await?))
+    let (jobs, others): (Vec<_>, Vec<_>) = documents
+        .into_iter()
+        .partition(|d| d.document.get("kind").and_then(|k| k.as_str()) == Some("Job"));
+    if jobs.is_empty() {
+        return Ok(Json(s.platform.apply(&who, others, dry_run).await?));
+    }
+    Ok(Json(
+        crate::jobs::apply::apply_with_jobs(&s, &who, others, jobs, dry_run).await?,
+    ))
 }
 
 /// Parses a JSON body, naming the field that is wrong.
@@ -347,4 +373,159 @@ pub async fn list_dataset_versions(
     Path(name): Path<String>,
 ) -> ApiResult<Vec<DatasetVersion>> {
     Ok(Json(s.platform.list_dataset_versions(&who, &name).await?))
+}
+
+/// A version number from the path: a positive integer.
+fn parse_version(text: &str) -> Result<u64, ApiErrorResponse> {
+    text.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+        ApiErrorResponse::new(
+            ErrorCode::InvalidArgument,
+            format!("version: {text:?} is not a version number (1, 2, ...)"),
+        )
+    })
+}
+
+/// One registered dataset version with its full check report.
+#[utoipa::path(get, path = "/api/v1/datacontracts/{name}/versions/{version}", tag = "datasets", security(("bearer" = [])),
+    params(("name" = String, Path, description = "the DataContract's name"),
+        ("version" = u64, Path, description = "the version number, 1 for the first")),
+    responses((status = 200, body = DatasetVersion), (status = 400, body = plinth_types::ApiError),
+        (status = 401, body = plinth_types::ApiError), (status = 404, body = plinth_types::ApiError)))]
+pub async fn get_dataset_version(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<DatasetVersion> {
+    let version = parse_version(&version)?;
+    Ok(Json(
+        s.platform.dataset_version(&who, &name, version).await?,
+    ))
+}
+
+/// The per-column profile stored with a dataset version: count, nulls, distinct estimate,
+/// min/max, mean/std, quantiles, histogram or top categories, and a uniform sample (the same
+/// document as `plinth data profile -o json`, so `plinth data drift` can read it).
+#[utoipa::path(get, path = "/api/v1/datacontracts/{name}/versions/{version}/profile", tag = "datasets", security(("bearer" = [])),
+    params(("name" = String, Path, description = "the DataContract's name"),
+        ("version" = u64, Path, description = "the version number")),
+    responses((status = 200, body = Object, description = "the dataset profile"),
+        (status = 400, body = plinth_types::ApiError),
+        (status = 401, body = plinth_types::ApiError),
+        (status = 404, body = plinth_types::ApiError, description = "no such contract or version, or the version's data could not be read")))]
+pub async fn get_dataset_profile(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiErrorResponse> {
+    let version = parse_version(&version)?;
+    let profile = s.platform.dataset_profile(&who, &name, version).await?;
+    Ok(Json(serde_json::to_value(&profile).unwrap_or_default()))
+}
+
+/// A dataset version as an OpenLineage dataset (`namespace` `file`, `name` the absolute path of
+/// its data) with the `schema`, `dataQualityMetrics` and `dataQualityAssertions` facets.
+#[utoipa::path(get, path = "/api/v1/datacontracts/{name}/versions/{version}/lineage", tag = "datasets", security(("bearer" = [])),
+    params(("name" = String, Path, description = "the DataContract's name"),
+        ("version" = u64, Path, description = "the version number")),
+    responses((status = 200, body = Object, description = "an OpenLineage dataset: namespace, name, facets"),
+        (status = 400, body = plinth_types::ApiError),
+        (status = 401, body = plinth_types::ApiError), (status = 404, body = plinth_types::ApiError)))]
+pub async fn get_dataset_lineage(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiErrorResponse> {
+    let version = parse_version(&version)?;
+    Ok(Json(
+        s.platform.dataset_lineage(&who, &name, version).await?,
+    ))
+}
+
+/// The drift reference of a DataContract's dataset (404 when none was set: drift then uses
+/// version 1).
+#[utoipa::path(get, path = "/api/v1/datacontracts/{name}/reference", tag = "datasets", security(("bearer" = [])),
+    params(("name" = String, Path, description = "the DataContract's name")),
+    responses((status = 200, body = DatasetReference), (status = 401, body = plinth_types::ApiError),
+        (status = 404, body = plinth_types::ApiError)))]
+pub async fn get_dataset_reference(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<DatasetReference> {
+    match s.platform.dataset_reference(&who, &name).await? {
+        Some(r) => Ok(Json(r)),
+        None => Err(ApiErrorResponse::new(
+            ErrorCode::NotFound,
+            format!("DataContract {name:?} has no drift reference; drift uses version 1"),
+        )),
+    }
+}
+
+/// Sets the version that drift is measured against by default. Admins and maintainers;
+/// recorded in the audit log (`dataset.reference`).
+#[utoipa::path(post, path = "/api/v1/datacontracts/{name}/reference", tag = "datasets", security(("bearer" = [])),
+    params(("name" = String, Path, description = "the DataContract's name")),
+    request_body = SetReferenceRequest,
+    responses((status = 200, body = DatasetReference), (status = 400, body = plinth_types::ApiError),
+        (status = 401, body = plinth_types::ApiError), (status = 403, body = plinth_types::ApiError),
+        (status = 404, body = plinth_types::ApiError), (status = 409, body = plinth_types::ApiError)))]
+pub async fn set_dataset_reference(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<DatasetReference> {
+    let req: SetReferenceRequest = parse_json(&body)?;
+    if req.version == 0 {
+        return Err(ApiErrorResponse::new(
+            ErrorCode::InvalidArgument,
+            "version: must be 1 or more",
+        ));
+    }
+    Ok(Json(
+        s.platform
+            .set_dataset_reference(&who, &name, req.version)
+            .await?,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DriftQuery {
+    /// The reference version; default: the stored reference, else version 1.
+    #[param(minimum = 1)]
+    pub reference: Option<u64>,
+    /// The current version; default: the newest.
+    #[param(minimum = 1)]
+    pub current: Option<u64>,
+}
+
+/// Drift between two versions' stored profiles, per column: PSI (bins from the reference) and
+/// the two-sample Kolmogorov–Smirnov test for numbers, Jensen–Shannon distance and chi-square
+/// for categories, each against its column's thresholds (defaults, or the contract property's
+/// `customProperties` `plinth.driftPsi`, `plinth.driftKsPvalue`, `plinth.driftJs`,
+/// `plinth.driftChi2Pvalue`), and the verdict.
+#[utoipa::path(get, path = "/api/v1/datacontracts/{name}/drift", tag = "datasets", security(("bearer" = [])),
+    params(("name" = String, Path, description = "the DataContract's name"), DriftQuery),
+    responses((status = 200, body = DatasetDrift), (status = 400, body = plinth_types::ApiError),
+        (status = 401, body = plinth_types::ApiError), (status = 404, body = plinth_types::ApiError)))]
+pub async fn dataset_drift(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+    Query(q): Query<DriftQuery>,
+) -> ApiResult<DatasetDrift> {
+    for (field, v) in [("reference", q.reference), ("current", q.current)] {
+        if v == Some(0) {
+            return Err(ApiErrorResponse::new(
+                ErrorCode::InvalidArgument,
+                format!("{field}: must be 1 or more"),
+            ));
+        }
+    }
+    Ok(Json(
+        s.platform
+            .dataset_drift(&who, &name, q.reference, q.current)
+            .await?,
+    ))
 }

@@ -38,3 +38,22 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller(who))
     }
 }
+
+/// Middleware for routes that read the caller from the request's extensions (the MLflow
+/// routes): a valid bearer token adds its [`Identity`]; a missing or bad one adds nothing and the
+/// route answers 401 in its own error shape.
+pub async fn identify(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (mut parts, body) = req.into_parts();
+    let token = bearer(&parts).map(str::to_string);
+    if let Some(token) = token
+        && let Ok(who) = state.platform.authenticate(&token).await
+    {
+        parts.extensions.insert(who);
+    }
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
+}

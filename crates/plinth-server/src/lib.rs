@@ -6,10 +6,13 @@ mod api;
 mod auth;
 mod console;
 mod error;
+mod jobs;
 mod metrics;
 mod openapi;
+mod upload;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,31 +27,59 @@ use tower_http::trace::TraceLayer;
 pub use error::ApiErrorResponse;
 pub use openapi::openapi_json;
 
+/// The attempt supervisor, run by `plinth exec-supervisor DIR` (a hidden subcommand, so the
+/// product stays one binary).
+pub use plinth_exec::supervisor::main as exec_supervisor_main;
+
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
     pub platform: Platform,
     pub metrics: Arc<metrics::Metrics>,
     pub max_body_bytes: usize,
+    /// The largest dataset upload; uploads are streamed to disk, never held in memory.
+    pub max_upload_bytes: u64,
+    /// Where uploads are kept (`<data_dir>/uploads/`).
+    pub data_dir: PathBuf,
+    /// The job controller (scheduler plus local executor); `None` where jobs are not run.
+    pub jobs: Option<Arc<jobs::Jobs>>,
+    /// The MLflow-compatible tracking and registry routes; `None` where they are not served.
+    pub registry: Option<plinth_registry::RegistryState>,
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes;
-    Router::new()
-        .merge(api::routes())
+    // Every route but the upload reads its body into memory, so the small limit applies to
+    // them; the upload streams to disk and enforces `max_upload_bytes` itself.
+    let limited = api::routes()
+        .merge(jobs::api::routes())
         .merge(console::routes())
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestBodyLimitLayer::new(limit));
+    let mut app = Router::new()
+        .merge(limited)
+        .merge(upload::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
         ))
         .fallback(error::not_found)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(RequestBodyLimitLayer::new(limit))
         // Outside the body limit, so its 413 for a declared length becomes JSON as well.
         .layer(axum::middleware::from_fn(error::json_errors))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state.clone());
+    if let Some(registry) = state.registry.clone() {
+        // MLflow's routes answer in MLflow's error shape, so they sit outside json_errors; the
+        // bearer token becomes the caller's identity here and the routes check the role.
+        let mlflow = plinth_registry::mlflow_router(registry)
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                metrics::track,
+            ))
+            .layer(axum::middleware::from_fn_with_state(state, auth::identify));
+        app = app.merge(mlflow);
+    }
+    app.layer(TraceLayer::new_for_http())
 }
 
 /// Installs the global log subscriber (stderr) in the requested format.
@@ -106,10 +137,29 @@ pub async fn serve(
     let admin_token = platform
         .bootstrap(config.bootstrap_token.as_deref())
         .await?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let jobs = jobs::Jobs::new(
+        platform.clone(),
+        config.data_dir.join("exec"),
+        Arc::clone(&metrics),
+    )
+    .map_err(|e| ServeError::DataDir {
+        path: config.data_dir.join("exec").display().to_string(),
+        message: e.to_string(),
+    })?;
+    jobs.spawn();
     let state = AppState {
         platform,
-        metrics: Arc::new(metrics::Metrics::new()),
+        metrics,
         max_body_bytes: config.max_body_bytes,
+        max_upload_bytes: config.max_upload_bytes,
+        data_dir: config.data_dir.clone(),
+        jobs: Some(jobs),
+        registry: Some(plinth_registry::RegistryState {
+            store: store.clone(),
+            artifact_root: config.data_dir.join("artifacts"),
+            max_upload_bytes: config.max_upload_bytes,
+        }),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -129,7 +179,8 @@ pub async fn serve(
     Ok(())
 }
 
-async fn shutdown_signal(grace: Duration) {
+/// Resolves on Ctrl-C or SIGTERM: the signal every long-running `plinth` command stops on.
+pub async fn stop_requested() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -148,6 +199,10 @@ async fn shutdown_signal(grace: Duration) {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+async fn shutdown_signal(grace: Duration) {
+    stop_requested().await;
     tracing::info!(
         grace_seconds = grace.as_secs(),
         "shutting down: draining requests"

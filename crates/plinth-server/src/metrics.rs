@@ -53,7 +53,69 @@ struct BuildLabels {
     backend: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    pub queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabel {
+    pub pool: String,
+}
+
+/// Metrics the job controller updates.
+pub struct JobMetrics {
+    pub pending: Family<QueueLabel, Gauge>,
+    pub admissions: Counter,
+    pub preemptions: Counter,
+    pub time_to_admission: Histogram,
+    pub gpus_allocated: Family<PoolLabel, Gauge<f64, AtomicU64>>,
+}
+
+impl JobMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let pending = Family::<QueueLabel, Gauge>::default();
+        registry.register(
+            "queue_pending_jobs",
+            "Jobs waiting in each queue",
+            pending.clone(),
+        );
+        let admissions = Counter::default();
+        registry.register(
+            "admissions",
+            "Jobs admitted by the scheduler",
+            admissions.clone(),
+        );
+        let preemptions = Counter::default();
+        registry.register(
+            "preemptions",
+            "Running jobs preempted by the scheduler",
+            preemptions.clone(),
+        );
+        let time_to_admission = Histogram::new(exponential_buckets(0.1, 2.0, 16));
+        registry.register(
+            "time_to_admission_seconds",
+            "Seconds from submit to admission",
+            time_to_admission.clone(),
+        );
+        let gpus_allocated = Family::<PoolLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "pool_gpus_allocated",
+            "Accelerators allocated to admitted jobs, per pool",
+            gpus_allocated.clone(),
+        );
+        JobMetrics {
+            pending,
+            admissions,
+            preemptions,
+            time_to_admission,
+            gpus_allocated,
+        }
+    }
+}
+
 pub struct Metrics {
+    pub jobs: JobMetrics,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
@@ -111,7 +173,9 @@ impl Metrics {
             "Checks of each contract's latest dataset version, by status",
             dataset_checks.clone(),
         );
+        let jobs = JobMetrics::register(&mut registry);
         Metrics {
+            jobs,
             registry,
             freshness_lag,
             dataset_checks,

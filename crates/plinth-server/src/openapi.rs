@@ -5,7 +5,8 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api;
+use crate::jobs::api as jobs;
+use crate::{api, upload};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,7 +17,10 @@ use crate::api;
         api::list_resources, api::get_resource, api::delete_resource,
         api::list_tokens, api::create_token, api::revoke_token,
         api::audit_log, api::audit_verify,
-        api::register_dataset, api::list_dataset_versions,
+        api::register_dataset, api::list_dataset_versions, api::get_dataset_version,
+        api::get_dataset_profile, api::get_dataset_lineage, api::get_dataset_reference,
+        api::set_dataset_reference, api::dataset_drift, upload::upload_dataset,
+        jobs::submit_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::job_logs, jobs::job_events, jobs::interrupt_node,
     ),
     modifiers(&BearerAuth, &ResponseDescriptions),
     tags(
@@ -24,7 +28,8 @@ use crate::api;
         (name = "resources", description = "declarative resources: Pool, Team, Queue, DataContract"),
         (name = "access", description = "tokens and identities"),
         (name = "audit", description = "the hash-chained audit log"),
-        (name = "datasets", description = "dataset versions checked against DataContracts"),
+        (name = "jobs", description = "jobs: submit, wait reasons, attempts, logs, cancel"),
+        (name = "datasets", description = "dataset versions checked against DataContracts: uploads, profiles, drift, OpenLineage facets"),
     )
 )]
 struct ApiDoc;

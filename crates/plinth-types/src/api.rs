@@ -202,6 +202,16 @@ pub struct DatasetVersionSpec {
     /// measured (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness: Option<String>,
+    /// Bytes of data read (the file, or every file of a folder); absent when unreadable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// The file name given with an upload (`POST .../versions/upload?filename=`); then `path`
+    /// is where the server keeps the uploaded bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
+    /// True when a per-column profile was stored with this version (`.../profile`).
+    #[serde(default)]
+    pub profiled: bool,
     /// The full check report.
     #[schema(value_type = Object)]
     pub report: serde_json::Value,
@@ -216,4 +226,87 @@ pub struct DatasetVersion {
     pub registered_at: String,
     pub registered_by: String,
     pub spec: DatasetVersionSpec,
+}
+
+/// `POST /api/v1/datacontracts/{name}/reference` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetReferenceRequest {
+    /// The registered version (its number) that drift is measured against by default.
+    #[schema(minimum = 1)]
+    pub version: u64,
+}
+
+/// The stored drift reference of a DataContract's dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetReference {
+    pub contract: String,
+    pub version: u64,
+    pub set_at: String,
+    pub set_by: String,
+}
+
+/// Drift thresholds of one column (or the defaults): a column drifts when its PSI is at least
+/// `psi`, its KS p-value (numeric) is below `ksPvalue`, its Jensen–Shannon distance
+/// (categorical) is at least `js`, or its chi-square p-value (categorical) is below
+/// `chi2Pvalue`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftThresholds {
+    pub psi: f64,
+    #[serde(default)]
+    pub ks_pvalue: Option<f64>,
+    pub js: f64,
+    #[serde(default)]
+    pub chi2_pvalue: Option<f64>,
+}
+
+/// Drift of one column between two stored profiles, with the thresholds that decided it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetColumnDrift {
+    pub name: String,
+    /// `numeric` or `categorical`.
+    pub kind: String,
+    /// `exact` (the profiles hold every value) or `profile` (samples, listed categories).
+    pub source: String,
+    pub reference_count: u64,
+    pub current_count: u64,
+    #[serde(default)]
+    pub psi: Option<f64>,
+    #[serde(default)]
+    pub ks_statistic: Option<f64>,
+    #[serde(default)]
+    pub ks_pvalue: Option<f64>,
+    #[serde(default)]
+    pub js_distance: Option<f64>,
+    #[serde(default)]
+    pub chi2: Option<f64>,
+    #[serde(default)]
+    pub chi2_pvalue: Option<f64>,
+    pub thresholds: DriftThresholds,
+    pub drifted: bool,
+    /// Why the column did or did not drift, naming the deciding statistics.
+    pub reason: String,
+}
+
+/// `GET /api/v1/datacontracts/{name}/drift`: drift between two versions' stored profiles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetDrift {
+    pub contract: String,
+    /// The reference version's number.
+    pub reference: u64,
+    /// The current version's number.
+    pub current: u64,
+    /// Where the reference came from: `query`, `stored` (the contract's reference) or
+    /// `first` (version 1).
+    pub reference_from: String,
+    /// `drift` or `no_drift`.
+    pub verdict: String,
+    pub drifted_columns: Vec<String>,
+    /// Thresholds for every column without its own.
+    pub thresholds: DriftThresholds,
+    pub columns: Vec<DatasetColumnDrift>,
 }

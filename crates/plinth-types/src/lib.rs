@@ -5,6 +5,7 @@ pub mod api;
 pub mod audit;
 pub mod error;
 pub mod identity;
+pub mod job;
 pub mod resource;
 pub mod spec;
 

@@ -203,6 +203,227 @@ pub fn bar_chart(
     })
 }
 
+/// One column of a drift chart: its deciding statistic against its threshold.
+#[derive(Debug, Clone)]
+pub struct DriftBar {
+    pub label: String,
+    /// `PSI`, `JS`, ...
+    pub statistic: &'static str,
+    pub value: f64,
+    pub threshold: f64,
+    pub drifted: bool,
+    /// The other test that can make the column drift (`KS`, `chi²`), named when it did so
+    /// with the bar's statistic under its threshold.
+    pub other: &'static str,
+    /// Extra text for the tooltip (other statistics, the reason).
+    pub detail: String,
+}
+
+/// Multiples of the threshold shown before a bar is cut off (its value is still printed).
+const DRIFT_AXIS_MAX: f64 = 4.0;
+
+/// A horizontal bar per column: the statistic as a multiple of its threshold (the dashed line
+/// at 1×), drifted columns in the drift colour. Bars past 4× are cut at the edge.
+pub fn drift_chart(id: &'static str, title: &str, width: f64, bars: &[DriftBar]) -> Option<Chart> {
+    if bars.is_empty() {
+        return None;
+    }
+    let bar_room = (width - LABEL_WIDTH - VALUE_ROOM * 2.0).max(10.0);
+    let height = HEADER_HEIGHT + ROW_HEIGHT * bars.len() as f64 + BOTTOM_PAD;
+    let x0 = LABEL_WIDTH;
+    let scale = bar_room / DRIFT_AXIS_MAX;
+    let mut rects = Vec::new();
+    let mut texts = vec![Text {
+        x: x0,
+        y: 16.0,
+        anchor: "start",
+        class: "chart-series",
+        text: "statistic ÷ threshold".into(),
+    }];
+    for (i, b) in bars.iter().enumerate() {
+        let top = HEADER_HEIGHT + ROW_HEIGHT * i as f64 + (ROW_HEIGHT - BAR_HEIGHT) / 2.0;
+        texts.push(Text {
+            x: LABEL_WIDTH - 12.0,
+            y: r1(top + BAR_HEIGHT / 2.0 + 4.5),
+            anchor: "end",
+            class: "chart-label",
+            text: short_label(&b.label),
+        });
+        rects.push(Rect {
+            x: x0,
+            y: r1(top),
+            w: r1(bar_room),
+            h: BAR_HEIGHT,
+            class: "chart-track",
+            title: String::new(),
+        });
+        let ratio = if b.threshold > 0.0 && b.value.is_finite() {
+            (b.value / b.threshold).max(0.0)
+        } else {
+            0.0
+        };
+        let mut w = ratio.min(DRIFT_AXIS_MAX) * scale;
+        if b.value > 0.0 && w < 3.0 {
+            w = 3.0;
+        }
+        let class = if b.drifted {
+            "bar-drift"
+        } else {
+            "bar-nodrift"
+        };
+        rects.push(Rect {
+            x: x0,
+            y: r1(top),
+            w: r1(w),
+            h: BAR_HEIGHT,
+            class,
+            title: format!(
+                "{}: {} {} (threshold {}){}{}",
+                b.label,
+                b.statistic,
+                fmt_num(b.value),
+                fmt_num(b.threshold),
+                if b.drifted { ", drifted" } else { "" },
+                if b.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", b.detail)
+                }
+            ),
+        });
+        rects.push(Rect {
+            x: r1(x0 + scale - 1.0),
+            y: r1(top - 3.0),
+            w: 2.0,
+            h: BAR_HEIGHT + 6.0,
+            class: "chart-threshold",
+            title: format!("threshold {} {}", b.statistic, fmt_num(b.threshold)),
+        });
+        texts.push(Text {
+            x: r1(x0 + bar_room + 8.0),
+            y: r1(top + BAR_HEIGHT / 2.0 + 4.5),
+            anchor: "start",
+            class: "chart-value",
+            text: format!(
+                "{} {} / {}{}",
+                b.statistic,
+                fmt_num(b.value),
+                fmt_num(b.threshold),
+                match (b.drifted, ratio >= 1.0) {
+                    (false, _) => String::new(),
+                    (true, true) => " drift".to_string(),
+                    (true, false) => format!(" drift by {}", b.other),
+                }
+            ),
+        });
+    }
+    Some(Chart {
+        id,
+        title: title.to_string(),
+        width,
+        height: r1(height),
+        rects,
+        texts,
+        legend: vec![
+            LegendItem {
+                label: "drifted",
+                class: "bar-drift",
+            },
+            LegendItem {
+                label: "within threshold",
+                class: "bar-nodrift",
+            },
+        ],
+    })
+}
+
+/// Vertical bars of two distributions over the same bins, overlaid: the reference wide and
+/// pale, the current narrow and dark. Values are shares (0 to 1).
+pub fn overlay_chart(
+    id: &'static str,
+    title: &str,
+    width: f64,
+    labels: &[String],
+    reference: &[f64],
+    current: &[f64],
+) -> Option<Chart> {
+    let n = labels.len();
+    if n == 0 || reference.len() != n || current.len() != n {
+        return None;
+    }
+    let (left, top, plot_h, label_h) = (40.0, 24.0, 180.0, 40.0);
+    let height = top + plot_h + label_h;
+    let slot = (width - left - 10.0) / n as f64;
+    let max = reference
+        .iter()
+        .chain(current)
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0_f64, f64::max);
+    let mut rects = Vec::new();
+    let mut texts = vec![Text {
+        x: left,
+        y: 14.0,
+        anchor: "start",
+        class: "chart-series",
+        text: format!("share of values, highest {:.1}%", max * 100.0),
+    }];
+    let base = top + plot_h;
+    for i in 0..n {
+        let x = left + slot * i as f64;
+        for (v, class, pad, who) in [
+            (reference[i], "bar-reference", 0.08, "reference"),
+            (current[i], "bar-current", 0.3, "current"),
+        ] {
+            let h = if max > 0.0 && v.is_finite() {
+                v / max * plot_h
+            } else {
+                0.0
+            };
+            if h <= 0.0 {
+                continue;
+            }
+            rects.push(Rect {
+                x: r1(x + slot * pad),
+                y: r1(base - h),
+                w: r1((slot * (1.0 - 2.0 * pad)).max(1.0)),
+                h: r1(h),
+                class,
+                title: format!("{}: {who} {:.1}%", labels[i], v * 100.0),
+            });
+        }
+        // Label every bin when they fit, else every other one.
+        let every = if n > 12 { 2 } else { 1 };
+        if i % every == 0 {
+            texts.push(Text {
+                x: r1(x + slot / 2.0),
+                y: r1(base + 16.0),
+                anchor: "middle",
+                class: "chart-tick",
+                text: short_label(&labels[i]),
+            });
+        }
+    }
+    Some(Chart {
+        id,
+        title: title.to_string(),
+        width,
+        height: r1(height),
+        rects,
+        texts,
+        legend: vec![
+            LegendItem {
+                label: "reference",
+                class: "bar-reference",
+            },
+            LegendItem {
+                label: "current",
+                class: "bar-current",
+            },
+        ],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +500,77 @@ mod tests {
         assert_eq!(label.text.chars().count(), MAX_LABEL_CHARS);
         assert!(label.text.ends_with('…'));
         assert!(c.rects.iter().any(|r| r.title.starts_with(long)));
+    }
+
+    fn bar(label: &str, value: f64, threshold: f64, drifted: bool) -> DriftBar {
+        DriftBar {
+            label: label.into(),
+            statistic: "PSI",
+            value,
+            threshold,
+            drifted,
+            other: "KS",
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn drift_bars_scale_to_their_threshold_and_mark_drift() {
+        let c = drift_chart(
+            "d",
+            "t",
+            FULL_WIDTH,
+            &[
+                bar("temp", 8.0, 0.2, true),
+                bar("humid", 0.1, 0.2, false),
+                bar("visib", 0.1, 0.2, true),
+            ],
+        )
+        .unwrap();
+        let drift: Vec<&Rect> = c.rects.iter().filter(|r| r.class == "bar-drift").collect();
+        let ok: Vec<&Rect> = c
+            .rects
+            .iter()
+            .filter(|r| r.class == "bar-nodrift")
+            .collect();
+        assert_eq!((drift.len(), ok.len()), (2, 1));
+        let track = c.rects.iter().find(|r| r.class == "chart-track").unwrap().w;
+        // 40x the threshold is cut at the edge; half the threshold is an eighth of the axis.
+        assert_eq!(drift[0].w, track);
+        assert!((ok[0].w - track / 8.0).abs() < 0.2, "{} {}", ok[0].w, track);
+        let marks: Vec<&Rect> = c
+            .rects
+            .iter()
+            .filter(|r| r.class == "chart-threshold")
+            .collect();
+        assert_eq!(marks.len(), 3);
+        assert!((marks[0].x + 1.0 - (LABEL_WIDTH + track / 4.0)).abs() < 0.2);
+        assert!(c.texts.iter().any(|t| t.text == "PSI 8 / 0.2 drift"));
+        assert!(
+            c.texts
+                .iter()
+                .any(|t| t.text == "PSI 0.1 / 0.2 drift by KS")
+        );
+        assert!(c.texts.iter().any(|t| t.text == "PSI 0.1 / 0.2"));
+        assert!(drift_chart("d", "t", FULL_WIDTH, &[]).is_none());
+    }
+
+    #[test]
+    fn overlay_draws_both_sides_per_bin() {
+        let labels = vec!["a".to_string(), "b".to_string()];
+        let c = overlay_chart("o", "t", FULL_WIDTH, &labels, &[0.5, 0.5], &[1.0, 0.0]).unwrap();
+        let refs = c
+            .rects
+            .iter()
+            .filter(|r| r.class == "bar-reference")
+            .count();
+        let curs: Vec<&Rect> = c
+            .rects
+            .iter()
+            .filter(|r| r.class == "bar-current")
+            .collect();
+        assert_eq!((refs, curs.len()), (2, 1));
+        assert_eq!(curs[0].h, 180.0);
+        assert!(overlay_chart("o", "t", FULL_WIDTH, &labels, &[1.0], &[1.0, 0.0]).is_none());
     }
 }

@@ -3,6 +3,8 @@
 //! roles apply exactly as in the API.
 
 mod chart;
+mod datasets;
+mod jobs;
 mod render;
 mod session;
 mod views;
@@ -42,8 +44,11 @@ pub fn routes() -> Router<AppState> {
         .route("/console/pools", get(pools))
         .route("/console/teams", get(teams))
         .route("/console/queues", get(queues))
+        .route("/console/jobs", get(jobs::jobs))
+        .route("/console/jobs/{name}", get(jobs::job_detail))
         .route("/console/audit", get(audit))
         .route("/console/contracts", get(contracts))
+        .route("/console/contracts/{name}", get(datasets::contract_detail))
         .route(
             "/console/audit/verify",
             get(|| async { see_other("/console/audit", None) }).post(verify),
@@ -405,6 +410,8 @@ async fn contracts(State(s): State<AppState>, Session(who): Session) -> PageResu
 struct QueuesPage {
     queues: Vec<QueueRow>,
     chart: Option<Chart>,
+    /// Per queue: what its admitted jobs use on each pool, against its quota.
+    usage: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 async fn queues(State(s): State<AppState>, Session(who): Session) -> PageResult {
@@ -416,9 +423,20 @@ async fn queues(State(s): State<AppState>, Session(who): Session) -> PageResult 
         .iter()
         .map(views::queue_row)
         .collect();
+    let mut usage: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    if let Some(c) = &s.jobs {
+        for u in c.queue_usage().await {
+            let mut text = format!("{}: {} GPUs, {} CPUs in use", u.pool, u.gpus, u.cpus);
+            if u.borrowed > 0.0 {
+                text.push_str(&format!(" ({} GPUs borrowed)", u.borrowed));
+            }
+            usage.entry(u.queue).or_default().push(text);
+        }
+    }
     let data = QueuesPage {
         chart: views::quota_chart(&queues),
         queues,
+        usage,
     };
     Ok(page(
         StatusCode::OK,

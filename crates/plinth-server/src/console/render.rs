@@ -24,10 +24,16 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("pools.html", include_str!("../../templates/pools.html")),
     ("teams.html", include_str!("../../templates/teams.html")),
     ("queues.html", include_str!("../../templates/queues.html")),
+    ("jobs.html", include_str!("../../templates/jobs.html")),
+    ("job.html", include_str!("../../templates/job.html")),
     ("audit.html", include_str!("../../templates/audit.html")),
     (
         "contracts.html",
         include_str!("../../templates/contracts.html"),
+    ),
+    (
+        "contract.html",
+        include_str!("../../templates/contract.html"),
     ),
     ("verify.html", include_str!("../../templates/verify.html")),
     ("error.html", include_str!("../../templates/error.html")),

@@ -215,6 +215,7 @@ fn pools_teams_queues_render_empty_and_full() {
         &QueuesPage {
             queues: Vec::new(),
             chart: None,
+            usage: Default::default(),
         },
     )
     .unwrap();
@@ -231,9 +232,16 @@ fn pools_teams_queues_render_empty_and_full() {
     let data = QueuesPage {
         chart: views::quota_chart(&queues),
         queues,
+        usage: [(
+            "product-serve".to_string(),
+            vec!["gpu-a: 6 GPUs, 2 CPUs in use (2 GPUs borrowed)".to_string()],
+        )]
+        .into_iter()
+        .collect(),
     };
     let html = render("queues.html", Some(&who), "queues", &data).unwrap();
     assert!(html.contains(r#"id="queues-table""#));
+    assert!(html.contains("6 GPUs, 2 CPUs in use (2 GPUs borrowed)"));
     assert!(html.contains(r#"<svg id="queue-quota-chart""#));
     assert!(html.contains("4 GPUs"));
     assert!(html.contains("64 CPUs"));
@@ -348,6 +356,10 @@ async fn server() -> TestServer {
         platform: platform.clone(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
         max_body_bytes: 1 << 20,
+        max_upload_bytes: 1 << 20,
+        data_dir: dir.clone(),
+        jobs: None,
+        registry: None,
     };
     TestServer {
         app: crate::router(state),
@@ -572,4 +584,50 @@ async fn pages_show_data_and_respect_roles() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body.contains("<h1>Page not found</h1>"));
     assert!(body.contains(r#"id="nav""#));
+}
+
+#[tokio::test]
+async fn contract_page_states() {
+    let s = server().await;
+    let admin = s.platform.authenticate(&s.admin).await.unwrap();
+    let (status, _, body) = s.get("/console/contracts/nope", Some(&s.admin)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("nope"), "{body}");
+    let contract = json!({"apiVersion": "v3.0.2", "kind": "DataContract", "id": "orders",
+        "version": "1.0.0", "status": "active",
+        "schema": [{"name": "orders", "properties": [{"name": "id", "logicalType": "integer"}]}]});
+    let doc = plinth_types::api::SourcedDocument {
+        file: None,
+        index: None,
+        document: contract,
+    };
+    s.platform.apply(&admin, vec![doc], false).await.unwrap();
+    let (status, _, body) = s.get("/console/contracts/orders", Some(&s.admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(r#"id="versions-empty""#), "{body}");
+    assert!(body.contains(r#"id="drift-empty""#), "{body}");
+
+    // One readable version and one that cannot be read: drift names the missing profile.
+    std::fs::write(s.dir.join("a.csv"), "id\n1\n2\n").unwrap();
+    for p in ["a.csv", "missing.csv"] {
+        let req = plinth_types::api::RegisterDatasetRequest {
+            path: s.dir.join(p).display().to_string(),
+            now: None,
+        };
+        s.platform
+            .register_dataset(&admin, "orders", req)
+            .await
+            .unwrap();
+    }
+    let (status, _, body) = s.get("/console/contracts/orders", Some(&s.admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(r#"id="drift-error""#), "{body}");
+    assert!(body.contains("orders-v2 has no profile"), "{body}");
+    assert!(body.contains(r#"id="checks-chart""#), "{body}");
+    assert!(body.contains(r#"data-version="2""#) && body.contains(r#"data-version="1""#));
+    let (_, _, list) = s.get("/console/contracts", Some(&s.admin)).await;
+    assert!(
+        list.contains(r#"href="/console/contracts/orders""#),
+        "{list}"
+    );
 }

@@ -1,0 +1,456 @@
+//! Jobs end to end: the real `plinth` binary, the real scheduler, real processes under the
+//! real supervisor (`plinth exec-supervisor`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{ADMIN, Server, token, write};
+
+/// A CPU pool of one node with 4 cores; queue `cpu-q` of team-a may use 2 cores.
+const JOBS_WORKSPACE: &str = r#"
+apiVersion: plinth/v1
+kind: Pool
+metadata: {name: cpu}
+spec: {nodes: 1, cpusPerNode: 4, memoryGibPerNode: 8}
+---
+apiVersion: plinth/v1
+kind: Team
+metadata: {name: team-a}
+---
+apiVersion: plinth/v1
+kind: Queue
+metadata: {name: cpu-q}
+spec: {team: team-a, quotas: [{pool: cpu, gpus: 0, cpus: 2}]}
+"#;
+
+fn setup() -> (Server, String) {
+    let s = Server::start();
+    let f = write(&s.data_dir, "jobs.yaml", JOBS_WORKSPACE);
+    s.ok(ADMIN, &["apply", "-f", &f]);
+    let member = token(&s, "team-a", "member");
+    (s, member)
+}
+
+fn submit(s: &Server, tok: &str, name: &str, extra: &[&str], cmd: &[&str]) {
+    let mut args = vec!["job", "submit", "--team", "team-a", "--name", name];
+    args.extend_from_slice(extra);
+    args.push("--");
+    args.extend_from_slice(cmd);
+    s.ok(tok, &args);
+}
+
+fn job(s: &Server, tok: &str, name: &str) -> serde_json::Value {
+    let out = s.ok(tok, &["job", "describe", name, "-o", "json"]);
+    serde_json::from_str(&out).expect("job json")
+}
+
+/// Polls until the job's state is one of `states`; generous deadline, no timing assertion.
+fn wait_state(s: &Server, tok: &str, name: &str, states: &[&str]) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = job(s, tok, name);
+        let st = j["status"]["state"].as_str().unwrap_or("").to_string();
+        if states.contains(&st.as_str()) {
+            return j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {name} never reached {states:?}; last: {j:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn http_get(s: &Server, path: &str, cookie: Option<&str>) -> String {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut req = reqwest::Client::new().get(format!("{}{path}", s.url));
+        if let Some(t) = cookie {
+            req = req.header("cookie", format!("plinth_session={t}"));
+        }
+        req.send().await.unwrap().text().await.unwrap()
+    })
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+}
+
+#[test]
+fn a_job_runs_and_its_log_is_readable() {
+    let (s, m) = setup();
+    submit(&s, &m, "hello", &[], &["sh", "-c", "echo hello; exit 0"]);
+    let j = wait_state(&s, &m, "hello", &["succeeded", "failed"]);
+    assert_eq!(j["status"]["state"], "succeeded", "{j:#}");
+    assert_eq!(j["status"]["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(j["status"]["attempts"][0]["exit"], "code 0");
+    let logs = s.ok(&m, &["job", "logs", "hello"]);
+    assert_eq!(logs.trim(), "hello");
+    let list = s.ok(&m, &["job", "list"]);
+    assert!(
+        list.contains("hello") && list.contains("succeeded"),
+        "{list}"
+    );
+    // The console lists it and shows its attempts and log; metrics count the admission.
+    let page = http_get(&s, "/console/jobs", Some(&m));
+    assert!(page.contains("id=\"job-hello\""), "{page}");
+    let page = http_get(&s, "/console/jobs/hello", Some(&m));
+    assert!(
+        page.contains("id=\"attempt-1\"") && page.contains("hello"),
+        "{page}"
+    );
+    let metrics = http_get(&s, "/metrics", None);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("plinth_admissions_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plinth_queue_pending_jobs{queue=\"cpu-q\"}"),
+        "{metrics}"
+    );
+    // Its events: the whole job, ending with its final state (the stream closes then).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let events = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/jobs/hello/events", s.url))
+            .bearer_auth(&m)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(events.starts_with("event: job\n"), "{events}");
+    assert!(events.contains("\"state\":\"succeeded\""), "{events}");
+    // `plinth apply` of a Job document submits it (after the other documents in the apply);
+    // applying it again is unchanged, a changed spec is a conflict.
+    let doc = "apiVersion: plinth/v1\nkind: Job\nmetadata: {name: j1}\nspec: {command: [\"true\"], team: team-a, queue: cpu-q}\n";
+    let f = write(&s.data_dir, "job.yaml", doc);
+    let out = s.ok(&m, &["apply", "-f", &f, "--dry-run"]);
+    assert!(out.contains("j1"), "{out}");
+    let (code, _, _) = s.cli(&m, &["job", "describe", "j1"]);
+    assert_eq!(code, 5, "a dry run stores nothing");
+    let out = s.ok(&m, &["apply", "-f", &f]);
+    assert!(out.contains("created"), "{out}");
+    let j = wait_state(&s, &m, "j1", &["succeeded", "failed"]);
+    assert_eq!(j["status"]["state"], "succeeded", "{j:#}");
+    let out = s.ok(&m, &["apply", "-f", &f]);
+    assert!(out.contains("unchanged"), "{out}");
+    let f2 = write(
+        &s.data_dir,
+        "job2.yaml",
+        &doc.replace("\"true\"", "\"false\""),
+    );
+    let (code, _, err) = s.cli(&m, &["apply", "-f", &f2]);
+    assert_eq!(code, 6, "{err}");
+    let bad = write(
+        &s.data_dir,
+        "bad.yaml",
+        &doc.replace("queue: cpu-q", "queue: cpu-q, gpu: 1"),
+    );
+    let (code, _, err) = s.cli(&m, &["apply", "-f", &bad]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("gpu"), "{err}");
+    // ... and `job submit -f` takes the same document.
+    let f3 = write(
+        &s.data_dir,
+        "job3.yaml",
+        &doc.replace("name: j1", "name: j3"),
+    );
+    s.ok(&m, &["job", "submit", "-f", &f3]);
+    let j = wait_state(&s, &m, "j3", &["succeeded", "failed"]);
+    assert_eq!(j["status"]["state"], "succeeded", "{j:#}");
+    // A viewer reads but may not submit.
+    let viewer = token(&s, "team-a", "viewer");
+    s.ok(&viewer, &["job", "describe", "hello"]);
+    let (code, _, err) = s.cli(
+        &viewer,
+        &["job", "submit", "--team", "team-a", "--", "true"],
+    );
+    assert_eq!(code, 4, "{err}");
+}
+
+#[test]
+fn a_missing_command_fails_with_the_exec_error_and_retries_are_counted() {
+    let (s, m) = setup();
+    submit(&s, &m, "nocmd", &[], &["/nonexistent/program-xyz"]);
+    let j = wait_state(&s, &m, "nocmd", &["failed", "succeeded"]);
+    assert_eq!(j["status"]["state"], "failed");
+    let exit = j["status"]["attempts"][0]["exit"].as_str().unwrap();
+    assert!(exit.contains("exec error"), "{j:#}");
+    let text = s.ok(&m, &["job", "describe", "nocmd"]);
+    assert!(text.contains("exec_error"), "{text}");
+
+    submit(
+        &s,
+        &m,
+        "flaky",
+        &["--max-retries", "2"],
+        &["sh", "-c", "exit 3"],
+    );
+    let j = wait_state(&s, &m, "flaky", &["failed", "succeeded"]);
+    assert_eq!(j["status"]["state"], "failed");
+    let attempts = j["status"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3, "{j:#}");
+    assert!(attempts.iter().all(|a| a["exit"] == "code 3"), "{j:#}");
+}
+
+#[test]
+fn cancel_and_timeout_stop_the_process() {
+    let (s, m) = setup();
+    submit(&s, &m, "sleeper", &[], &["sleep", "300"]);
+    wait_state(&s, &m, "sleeper", &["running"]);
+    let pidfile = s.data_dir.join("exec/jobs/sleeper/1/pid.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pidfile.exists() {
+        assert!(Instant::now() < deadline, "no pid file");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pids: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&pidfile).unwrap()).unwrap();
+    let pid = pids["pid"].as_u64().expect("pid") as u32;
+    assert!(pid_alive(pid));
+    s.ok(&m, &["job", "cancel", "sleeper"]);
+    let j = wait_state(&s, &m, "sleeper", &["cancelled", "failed", "succeeded"]);
+    assert_eq!(j["status"]["state"], "cancelled", "{j:#}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pid_alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "sleep 300 still runs after cancel"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A second cancel is a conflict (exit 6).
+    let (code, _, _) = s.cli(&m, &["job", "cancel", "sleeper"]);
+    assert_eq!(code, 6);
+
+    submit(&s, &m, "slow", &["--max-runtime", "2s"], &["sleep", "300"]);
+    let j = wait_state(&s, &m, "slow", &["failed", "succeeded", "cancelled"]);
+    assert_eq!(j["status"]["state"], "failed");
+    assert_eq!(j["status"]["attempts"][0]["reason"], "timeout", "{j:#}");
+
+    // `sleep` uses no CPU: the idle timeout stops it.
+    submit(
+        &s,
+        &m,
+        "idler",
+        &["--idle-timeout", "2s"],
+        &["sleep", "300"],
+    );
+    let j = wait_state(&s, &m, "idler", &["failed", "succeeded", "cancelled"]);
+    assert_eq!(j["status"]["state"], "failed");
+    assert_eq!(j["status"]["attempts"][0]["reason"], "idle", "{j:#}");
+}
+
+#[test]
+fn impossible_jobs_are_rejected_and_over_quota_jobs_wait() {
+    let (s, m) = setup();
+    let (code, _, err) = s.cli(
+        &m,
+        &[
+            "job", "submit", "--team", "team-a", "--cpus", "64", "--", "true",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("rejected"), "{err}");
+    let (code, _, err) = s.cli(
+        &m,
+        &[
+            "job",
+            "submit",
+            "--team",
+            "team-a",
+            "--gpus",
+            "1",
+            "--gpu-type",
+            "nvidia-nope",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    let (code, _, err) = s.cli(
+        &m,
+        &[
+            "job",
+            "submit",
+            "--team",
+            "team-a",
+            "--max-runtime",
+            "soon",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("maxRuntime"), "{err}");
+
+    // Each job takes both cores of the queue's quota: the second waits for the first.
+    let first = s.data_dir.join("release-first");
+    let cmd = format!("while [ ! -e {} ]; do sleep 0.1; done", first.display());
+    submit(&s, &m, "first", &["--cpus", "2"], &["sh", "-c", &cmd]);
+    wait_state(&s, &m, "first", &["running"]);
+    submit(&s, &m, "second", &["--cpus", "2"], &["sh", "-c", "exit 0"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = job(&s, &m, "second");
+        assert_eq!(j["status"]["state"], "pending", "{j:#}");
+        let why = j["status"]["waitReason"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase();
+        if why.contains("quota") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no quota reason: {j:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::write(&first, "go").unwrap();
+    wait_state(&s, &m, "first", &["succeeded"]);
+    let j = wait_state(&s, &m, "second", &["succeeded", "failed"]);
+    assert_eq!(j["status"]["state"], "succeeded");
+}
+
+fn pids(s: &Server, job: &str, n: u32) -> serde_json::Value {
+    let path = s.data_dir.join(format!("exec/jobs/{job}/{n}/pid.json"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "no pid file {}", path.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_server_killed_while_a_job_runs_adopts_it_after_restart() {
+    let (mut s, m) = setup();
+    let gate = s.data_dir.join("gate");
+    let cmd = format!(
+        "while [ ! -e {} ]; do sleep 0.1; done; echo done",
+        gate.display()
+    );
+    submit(&s, &m, "survivor", &[], &["sh", "-c", &cmd]);
+    submit(
+        &s,
+        &m,
+        "waiter",
+        &["--cpus", "2"],
+        &["sh", "-c", "echo second"],
+    );
+    wait_state(&s, &m, "survivor", &["running"]);
+    let pid = pids(&s, "survivor", 1)["pid"].as_u64().unwrap() as u32;
+    // kill -9: no chance to clean up.
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    assert!(pid_alive(pid), "the job's process must outlive the server");
+    let dir = s.data_dir.clone();
+    let s2 = Server::start_in(&dir, &[]);
+    // Adopted: still running as attempt 1, and the waiting job still waits for its quota.
+    let j = job(&s2, &m, "survivor");
+    assert_eq!(j["status"]["state"], "running", "{j:#}");
+    let w = job(&s2, &m, "waiter");
+    assert_eq!(w["status"]["state"], "pending", "{w:#}");
+    std::fs::write(&gate, "go").unwrap();
+    let j = wait_state(&s2, &m, "survivor", &["succeeded", "failed", "lost"]);
+    assert_eq!(j["status"]["state"], "succeeded", "{j:#}");
+    assert_eq!(
+        j["status"]["attempts"].as_array().unwrap().len(),
+        1,
+        "{j:#}"
+    );
+    assert_eq!(s2.ok(&m, &["job", "logs", "survivor"]).trim(), "done");
+    let j = wait_state(&s2, &m, "waiter", &["succeeded", "failed"]);
+    assert_eq!(j["status"]["state"], "succeeded", "{j:#}");
+    drop(s);
+}
+
+#[test]
+fn an_attempt_that_vanished_with_the_server_is_lost_and_retried() {
+    let (mut s, m) = setup();
+    let mark = s.data_dir.join("first-attempt-ran");
+    let cmd = format!(
+        "if [ -e {0} ]; then echo resumed; exit 0; fi; touch {0}; sleep 300",
+        mark.display()
+    );
+    submit(
+        &s,
+        &m,
+        "phoenix",
+        &["--max-retries", "1"],
+        &["sh", "-c", &cmd],
+    );
+    wait_state(&s, &m, "phoenix", &["running"]);
+    let p = pids(&s, "phoenix", 1);
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    // The machine "reboots": supervisor and command die with the server.
+    let sup = p["supervisor_pid"].as_u64().unwrap().to_string();
+    let pgid = format!("-{}", p["pgid"].as_u64().unwrap());
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &sup])
+        .status();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", "--", &pgid])
+        .status();
+    let dir = s.data_dir.clone();
+    let s2 = Server::start_in(&dir, &[]);
+    let j = wait_state(&s2, &m, "phoenix", &["succeeded", "failed", "lost"]);
+    assert_eq!(j["status"]["state"], "succeeded", "{j:#}");
+    let attempts = j["status"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{j:#}");
+    assert_eq!(attempts[0]["reason"], "lost", "{j:#}");
+    assert_eq!(s2.ok(&m, &["job", "logs", "phoenix"]).trim(), "resumed");
+    drop(s);
+}
+
+#[test]
+fn a_spot_interruption_stops_the_attempt_and_the_next_resumes_from_the_checkpoint() {
+    let (s, m) = setup();
+    // Step 1 writes a checkpoint and then runs long; a later attempt finds it and finishes.
+    let script = r#"ck="$PLINTH_CHECKPOINT_DIR/step"; if [ -f "$ck" ]; then echo "resumed from step $(cat "$ck")"; exit 0; fi; echo 1 > "$ck"; sleep 300"#;
+    submit(
+        &s,
+        &m,
+        "trainer",
+        &["--spot", "--class", "training"],
+        &["sh", "-c", script],
+    );
+    wait_state(&s, &m, "trainer", &["running"]);
+    // Wait until the checkpoint is written.
+    let ck = s.data_dir.join("exec/jobs/trainer/checkpoint/step");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ck.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint written");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Members may not interrupt nodes; admins may.
+    let (code, _, _) = s.cli(&m, &["pool", "interrupt", "cpu", "cpu-0"]);
+    assert_eq!(code, 4);
+    let (code, _, err) = s.cli(ADMIN, &["pool", "interrupt", "cpu", "cpu-9"]);
+    assert_eq!(code, 5, "{err}");
+    let out = s.ok(ADMIN, &["pool", "interrupt", "cpu", "cpu-0"]);
+    assert!(out.contains("trainer"), "{out}");
+    let j = wait_state(&s, &m, "trainer", &["succeeded", "failed"]);
+    assert_eq!(j["status"]["state"], "succeeded", "{j:#}");
+    let attempts = j["status"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{j:#}");
+    assert_eq!(attempts[0]["reason"], "interrupted", "{j:#}");
+    assert_eq!(
+        s.ok(&m, &["job", "logs", "trainer"]).trim(),
+        "resumed from step 1"
+    );
+}

@@ -1,0 +1,223 @@
+"""The gateway driven by the official `openai` Python client.
+
+Runs `plinth gateway` (the real binary, built by `cargo build`) in front of a small
+OpenAI-compatible test upstream written here (a threaded `http.server`), then checks chat,
+streaming (with usage), embeddings, the model list, error mapping, fallback on 5xx, 429 and the
+usage records the gateway writes.
+"""
+
+import json
+import pathlib
+import subprocess
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import openai
+import pytest
+
+from conftest import BINARY
+
+KEY = "sk-python-tests"
+
+
+class Upstream(BaseHTTPRequestHandler):
+    """OpenAI-compatible test upstream; `mode` on the server selects ok or 500."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _json(self, status, obj):
+        raw = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        self.server.hits += 1
+        if self.server.mode == "500":
+            return self._json(500, {"error": {"message": "boom"}})
+        model = body.get("model", "?")
+        if self.path == "/v1/embeddings":
+            return self._json(200, {
+                "object": "list", "model": model,
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -0.25]}],
+                "usage": {"prompt_tokens": 3, "total_tokens": 3},
+            })
+        if not body.get("stream"):
+            return self._json(200, {
+                "id": "chatcmpl-py", "object": "chat.completion", "created": 1, "model": model,
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": f"hi from {self.server.name}"}}],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11},
+            })
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def event(obj):
+            data = f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n".encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        for piece in ["Hel", "lo", "!"]:
+            event({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": model,
+                   "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+            time.sleep(0.01)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            event({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": model,
+                   "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
+        event("[DONE]")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+def start_upstream(name, mode="ok"):
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    srv.name, srv.mode, srv.hits = name, mode, 0
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    if not BINARY.exists():
+        pytest.fail(f"{BINARY} does not exist: run `cargo build` first")
+    good = start_upstream("good")
+    bad = start_upstream("bad", mode="500")
+    spare = start_upstream("spare")
+    g, b, s = (f"http://127.0.0.1:{u.server_address[1]}" for u in (good, bad, spare))
+    yaml = f"""
+deployments:
+  - name: chat
+    models: [chat-model, embed-model]
+    versions:
+      - {{ name: v1, weight: 1, upstreams: ["{g}"] }}
+  - name: flaky
+    models: [flaky-model]
+    fallbacks: [spare]
+    versions:
+      - {{ name: v1, weight: 1, upstreams: ["{b}"] }}
+  - name: spare
+    models: [spare-model]
+    versions:
+      - {{ name: v1, weight: 1, upstreams: ["{s}"] }}
+  - name: limited
+    models: [limited-model]
+    limits:
+      - {{ scope: key, windowSeconds: 60, requests: 1 }}
+    versions:
+      - {{ name: v1, weight: 1, upstreams: ["{g}"] }}
+"""
+    tmp = tempfile.TemporaryDirectory()
+    path = pathlib.Path(tmp.name) / "deployments.yaml"
+    path.write_text(yaml)
+    usage_log = pathlib.Path(tmp.name) / "usage.jsonl"
+    proc = subprocess.Popen(
+        [str(BINARY), "gateway", "--deployments", str(path), "--listen", "127.0.0.1:0",
+         "--key", f"{KEY}=team-py:key-py", "--usage-log", str(usage_log)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    line = proc.stdout.readline()
+    assert "listening on http://" in line, line
+    base = line.strip().split("listening on ")[1]
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0)
+    yield client, {"good": good, "bad": bad, "spare": spare, "usage_log": usage_log}
+    proc.terminate()
+    proc.wait(timeout=10)
+    for u in (good, bad, spare):
+        u.shutdown()
+    tmp.cleanup()
+
+
+def test_chat(gateway):
+    client, _ = gateway
+    r = client.chat.completions.create(model="chat-model", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content == "hi from good"
+    assert r.usage.prompt_tokens == 7 and r.usage.completion_tokens == 4
+
+
+def test_streaming_with_usage(gateway):
+    client, _ = gateway
+    stream = client.chat.completions.create(
+        model="chat-model", messages=[{"role": "user", "content": "hi"}],
+        stream=True, stream_options={"include_usage": True},
+    )
+    text, usage = "", None
+    for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+        if chunk.usage:
+            usage = chunk.usage
+    assert text == "Hello!"
+    assert usage is not None and usage.prompt_tokens == 5 and usage.completion_tokens == 3
+
+
+def test_embeddings(gateway):
+    client, _ = gateway
+    r = client.embeddings.create(model="embed-model", input="hello")
+    assert r.data[0].embedding == [0.5, -0.25]
+
+
+def test_models(gateway):
+    client, _ = gateway
+    ids = sorted(m.id for m in client.models.list())
+    assert ids == ["chat-model", "embed-model", "flaky-model", "limited-model", "spare-model"]
+
+
+def test_unknown_model_is_not_found(gateway):
+    client, _ = gateway
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.code == "model_not_found"
+
+
+def test_bad_key_is_rejected(gateway):
+    client, _ = gateway
+    other = client.with_options(api_key="sk-wrong")
+    with pytest.raises(openai.AuthenticationError):
+        other.chat.completions.create(model="chat-model", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_fallback_on_5xx(gateway):
+    client, ups = gateway
+    before = ups["spare"].hits
+    r = client.chat.completions.create(model="flaky-model", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content == "hi from spare"
+    assert ups["bad"].hits >= 1 and ups["spare"].hits == before + 1
+
+
+def test_limit_gives_429_with_retry_after(gateway):
+    client, _ = gateway
+    client.chat.completions.create(model="limited-model", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model="limited-model", messages=[{"role": "user", "content": "hi"}])
+    assert int(e.value.response.headers["retry-after"]) >= 1
+    assert e.value.code == "rate_limit_exceeded"
+
+
+def test_every_request_is_metered(gateway):
+    """The usage log holds one record per request, with the key's team and upstream tokens."""
+    client, ups = gateway
+    client.chat.completions.create(model="chat-model", messages=[{"role": "user", "content": "meter"}])
+    deadline = time.time() + 10
+    records = []
+    while time.time() < deadline:
+        text = ups["usage_log"].read_text() if ups["usage_log"].exists() else ""
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if any(r["status"] == 200 and r["tokens_in"] == 7 for r in records):
+            break
+        time.sleep(0.1)
+    chat = [r for r in records if r["deployment"] == "chat" and r["operation"] == "chat"]
+    assert chat, records
+    assert all(r["team"] == "team-py" and r["key_id"] == "key-py" for r in chat)
+    assert any(r["tokens_in"] == 7 and r["tokens_out"] == 4 and not r["cache_hit"] for r in chat)
+    assert any(r["fallback_used"] and r["served_by"] == "spare" for r in records)
+    assert any(r["status"] == 429 for r in records)
