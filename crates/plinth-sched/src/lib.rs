@@ -19,7 +19,7 @@
 //!   (training, fine_tuning, inference, batch_inference, rag), a priority (default: the queue's),
 //!   an optional GPU type, spot tolerance, a checkpoint flag, label constraints (`region` and
 //!   pool labels such as `residency`) and an optional expected runtime.
-//! - **Class defaults** (`WorkloadClass::default_policy`, overridable per queue and per pool,
+//! - **Class defaults** (`default_policy`, overridable per queue and per pool,
 //!   the pool winning): inference never on spot; training and fine-tuning on spot only with a
 //!   checkpoint directory; batch inference anywhere; rag on CPU pools only.
 //! - **Submit** rejects what no pool could ever run (unknown GPU type, a pod larger than any
@@ -82,5 +82,5 @@ pub use types::{
     AdmissionHook, AdmissionRequest, ClassPolicy, ConfigError, Decision, JobError, JobId, JobSpec,
     JobState, JobStatus, Milli, NodeSpec, PodPlacement, PoolSpec, PoolUsage, PreemptionKind,
     Procurement, QueueSpec, QuotaSpec, ReclaimPolicy, Rejected, ResourceQuota, SchedulerConfig,
-    SpotRule, Time, WaitKind, WaitReason, WithinQueuePreemption, WorkloadClass,
+    SpotRule, Time, WaitKind, WaitReason, WithinQueuePreemption, WorkloadClass, default_policy,
 };

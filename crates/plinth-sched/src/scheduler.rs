@@ -1632,7 +1632,7 @@ impl Scheduler {
             .get(&class)
             .or_else(|| queue.spec.class_policies.get(&class))
             .copied()
-            .unwrap_or_else(|| class.default_policy());
+            .unwrap_or_else(|| default_policy(class));
         match (&pool.accelerator, job.pod.gpu) {
             (Some(_), _) if policy.cpu_pools_only => {
                 return Err(format!("class {} runs on CPU pools only", class.as_str()));

@@ -21,67 +21,30 @@ impl fmt::Display for JobId {
     }
 }
 
-/// How a pool's nodes are bought (same names as the `Pool` kind).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Procurement {
-    #[default]
-    OnDemand,
-    Reserved,
-    Spot,
-}
+/// How a pool's nodes are bought, and the kinds of AI work: the same types as the `Pool` and
+/// `Queue` resources.
+pub use plinth_types::spec::{Procurement, WorkloadClass};
 
-/// The kinds of AI work (same names as the `Queue`/`Pool` kinds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WorkloadClass {
-    Training,
-    FineTuning,
-    Inference,
-    BatchInference,
-    Rag,
-}
-
-impl WorkloadClass {
-    pub const ALL: [WorkloadClass; 5] = [
-        WorkloadClass::Training,
-        WorkloadClass::FineTuning,
-        WorkloadClass::Inference,
-        WorkloadClass::BatchInference,
-        WorkloadClass::Rag,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkloadClass::Training => "training",
-            WorkloadClass::FineTuning => "fine_tuning",
-            WorkloadClass::Inference => "inference",
-            WorkloadClass::BatchInference => "batch_inference",
-            WorkloadClass::Rag => "rag",
-        }
-    }
-
-    /// Built-in defaults: inference never on spot, training and fine-tuning on spot only with a
-    /// checkpoint directory, batch inference anywhere, rag on CPU pools.
-    pub fn default_policy(self) -> ClassPolicy {
-        match self {
-            WorkloadClass::Training | WorkloadClass::FineTuning => ClassPolicy {
-                spot: SpotRule::WithCheckpoint,
-                cpu_pools_only: false,
-            },
-            WorkloadClass::Inference => ClassPolicy {
-                spot: SpotRule::Never,
-                cpu_pools_only: false,
-            },
-            WorkloadClass::BatchInference => ClassPolicy {
-                spot: SpotRule::Allowed,
-                cpu_pools_only: false,
-            },
-            WorkloadClass::Rag => ClassPolicy {
-                spot: SpotRule::Allowed,
-                cpu_pools_only: true,
-            },
-        }
+/// Built-in class defaults: inference never on spot, training and fine-tuning on spot only
+/// with a checkpoint directory, batch inference anywhere, rag on CPU pools.
+pub fn default_policy(class: WorkloadClass) -> ClassPolicy {
+    match class {
+        WorkloadClass::Training | WorkloadClass::FineTuning => ClassPolicy {
+            spot: SpotRule::WithCheckpoint,
+            cpu_pools_only: false,
+        },
+        WorkloadClass::Inference => ClassPolicy {
+            spot: SpotRule::Never,
+            cpu_pools_only: false,
+        },
+        WorkloadClass::BatchInference => ClassPolicy {
+            spot: SpotRule::Allowed,
+            cpu_pools_only: false,
+        },
+        WorkloadClass::Rag => ClassPolicy {
+            spot: SpotRule::Allowed,
+            cpu_pools_only: true,
+        },
     }
 }
 
@@ -208,24 +171,9 @@ impl QuotaSpec {
     }
 }
 
-/// Preemption inside one queue (Kueue: `withinClusterQueue`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WithinQueuePreemption {
-    #[default]
-    LowerPriority,
-    Never,
-}
-
-/// Reclaim of lent quota inside a cohort (Kueue: `reclaimWithinCohort`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReclaimPolicy {
-    Any,
-    LowerPriority,
-    #[default]
-    Never,
-}
+/// Preemption inside one queue (Kueue: `withinClusterQueue`) and reclaim of lent quota inside a
+/// cohort (Kueue: `reclaimWithinCohort`): the same types as the `Queue` resource.
+pub use plinth_types::spec::{ReclaimPolicy, WithinQueuePreemption};
 
 /// A queue (Kueue: ClusterQueue): a team's quota per pool, a cohort, preemption rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -44,6 +44,17 @@ impl WorkloadClass {
         WorkloadClass::BatchInference,
         WorkloadClass::Rag,
     ];
+
+    /// The name as written in documents (`fine_tuning`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadClass::Training => "training",
+            WorkloadClass::FineTuning => "fine_tuning",
+            WorkloadClass::Inference => "inference",
+            WorkloadClass::BatchInference => "batch_inference",
+            WorkloadClass::Rag => "rag",
+        }
+    }
 }
 
 /// Accelerators on each node of a pool.

@@ -6,28 +6,7 @@ use plinth_core::CoreError;
 use plinth_sched as sched;
 use plinth_types::StoredObject;
 use plinth_types::job::{JobSpec, parse_duration};
-use plinth_types::spec::{
-    PoolBackend, PoolSpec, Procurement, QueueSpec, ReclaimPolicy, WithinQueuePreemption,
-    WorkloadClass,
-};
-
-pub fn class(c: WorkloadClass) -> sched::WorkloadClass {
-    match c {
-        WorkloadClass::Training => sched::WorkloadClass::Training,
-        WorkloadClass::FineTuning => sched::WorkloadClass::FineTuning,
-        WorkloadClass::Inference => sched::WorkloadClass::Inference,
-        WorkloadClass::BatchInference => sched::WorkloadClass::BatchInference,
-        WorkloadClass::Rag => sched::WorkloadClass::Rag,
-    }
-}
-
-fn procurement(p: Procurement) -> sched::Procurement {
-    match p {
-        Procurement::OnDemand => sched::Procurement::OnDemand,
-        Procurement::Reserved => sched::Procurement::Reserved,
-        Procurement::Spot => sched::Procurement::Spot,
-    }
-}
+use plinth_types::spec::{PoolBackend, PoolSpec, QueueSpec};
 
 /// A local-backend pool as the scheduler sees it, its nodes (`<pool>-<i>`), and its
 /// procurement. Pools of other backends are not run by this server.
@@ -42,14 +21,14 @@ pub fn pool(
     if spec.backend != PoolBackend::Local {
         return None;
     }
-    let p = procurement(spec.procurement);
+    let p = spec.procurement;
     let mut s = match &spec.accelerator {
         Some(a) => sched::PoolSpec::gpu(&o.name, &a.kind, p),
         None => sched::PoolSpec::cpu(&o.name),
     };
     s.procurement = p;
     s.region = spec.region.clone();
-    s.workload_classes = spec.workload_classes.iter().map(|c| class(*c)).collect();
+    s.workload_classes = spec.workload_classes.clone();
     let gpus = spec.accelerator.as_ref().map(|a| a.count).unwrap_or(0);
     let nodes = (0..spec.nodes)
         .map(|i| {
@@ -83,22 +62,15 @@ pub fn queue(o: &StoredObject, pools: &BTreeMap<String, String>) -> Option<sched
         .collect();
     let mut s = sched::QueueSpec::new(&o.name, &spec.team, spec.cohort.as_deref(), quotas);
     s.priority = spec.priority;
-    s.within_queue = match spec.preemption.within_queue {
-        WithinQueuePreemption::LowerPriority => sched::WithinQueuePreemption::LowerPriority,
-        WithinQueuePreemption::Never => sched::WithinQueuePreemption::Never,
-    };
-    s.reclaim_within_cohort = match spec.preemption.reclaim_within_cohort {
-        ReclaimPolicy::Any => sched::ReclaimPolicy::Any,
-        ReclaimPolicy::LowerPriority => sched::ReclaimPolicy::LowerPriority,
-        ReclaimPolicy::Never => sched::ReclaimPolicy::Never,
-    };
-    s.workload_classes = spec.workload_classes.iter().map(|c| class(*c)).collect();
+    s.within_queue = spec.preemption.within_queue;
+    s.reclaim_within_cohort = spec.preemption.reclaim_within_cohort;
+    s.workload_classes = spec.workload_classes.clone();
     Some(s)
 }
 
 /// The scheduler's view of a job: one pod.
 pub fn sched_job(spec: &JobSpec) -> sched::JobSpec {
-    let mut j = sched::JobSpec::new(&spec.queue, class(spec.class), 1, spec.gpus);
+    let mut j = sched::JobSpec::new(&spec.queue, spec.class, 1, spec.gpus);
     j.priority = spec.priority;
     j.cpus_per_pod = spec.cpus;
     j.memory_mib_per_pod = (spec.memory_gib * 1024.0).ceil() as u64;
