@@ -807,6 +807,23 @@ impl Store {
             .map_err(self.ctx().err(what))
     }
 
+    /// Runs one statement in its own tracking transaction; no row changed is `missing()`.
+    async fn execute_one(
+        &self,
+        what: &str,
+        sql: &'static str,
+        args: Vec<crate::db::Arg>,
+        missing: impl FnOnce() -> StoreError,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.tracking_tx(what).await?;
+        let r = tx
+            .execute(sql, args)
+            .await
+            .map_err(self.ctx().err(what))
+            .and_then(|n| if n == 0 { Err(missing()) } else { Ok(()) });
+        self.finish(tx, r, what).await
+    }
+
     async fn finish<T>(
         &self,
         tx: Tx<'static>,
@@ -1318,24 +1335,13 @@ impl Store {
             LIFECYCLE_ACTIVE
         };
         let what = format!("setting run {run_id:?} {stage}");
-        let mut tx = self.tracking_tx(&what).await?;
-        let r = tx
-            .execute(
-                "UPDATE mlflow_runs SET lifecycle_stage = $1 WHERE run_id = $2",
-                args![stage, run_id],
-            )
-            .await
-            .map_err(self.ctx().err(&what))
-            .and_then(|n| {
-                if n == 0 {
-                    Err(StoreError::NotFound(format!(
-                        "run with id {run_id:?} not found"
-                    )))
-                } else {
-                    Ok(())
-                }
-            });
-        self.finish(tx, r, &what).await
+        self.execute_one(
+            &what,
+            "UPDATE mlflow_runs SET lifecycle_stage = $1 WHERE run_id = $2",
+            args![stage, run_id],
+            || StoreError::NotFound(format!("run with id {run_id:?} not found")),
+        )
+        .await
     }
 
     /// Logs metrics, params and tags to an active run in one transaction. A param that was
@@ -1486,24 +1492,13 @@ impl Store {
         if run.info.lifecycle_stage != LIFECYCLE_ACTIVE {
             return Err(not_active(run_id, &run.info.lifecycle_stage));
         }
-        let mut tx = self.tracking_tx(&what).await?;
-        let r = tx
-            .execute(
-                "DELETE FROM mlflow_run_tags WHERE run_id = $1 AND key = $2",
-                args![run_id, key],
-            )
-            .await
-            .map_err(self.ctx().err(&what))
-            .and_then(|n| {
-                if n == 0 {
-                    Err(StoreError::NotFound(format!(
-                        "no tag {key:?} on run {run_id:?}"
-                    )))
-                } else {
-                    Ok(())
-                }
-            });
-        self.finish(tx, r, &what).await
+        self.execute_one(
+            &what,
+            "DELETE FROM mlflow_run_tags WHERE run_id = $1 AND key = $2",
+            args![run_id, key],
+            || StoreError::NotFound(format!("no tag {key:?} on run {run_id:?}")),
+        )
+        .await
     }
 
     /// Every logged value of one metric of a run, by step, then timestamp.
@@ -1796,23 +1791,14 @@ impl Store {
         now: i64,
     ) -> Result<RegisteredModel, StoreError> {
         let what = format!("updating registered model {name:?}");
-        let mut tx = self.tracking_tx(&what).await?;
-        let r = tx
-            .execute(
-                "UPDATE mlflow_registered_models SET description = $1, last_updated_timestamp = $2 \
-                 WHERE name = $3",
-                args![description, now, name],
-            )
-            .await
-            .map_err(self.ctx().err(&what))
-            .and_then(|n| {
-                if n == 0 {
-                    Err(model_not_found(name))
-                } else {
-                    Ok(())
-                }
-            });
-        self.finish(tx, r, &what).await?;
+        self.execute_one(
+            &what,
+            "UPDATE mlflow_registered_models SET description = $1, last_updated_timestamp = $2 \
+             WHERE name = $3",
+            args![description, now, name],
+            || model_not_found(name),
+        )
+        .await?;
         self.get_registered_model(name).await
     }
 
@@ -2083,23 +2069,14 @@ impl Store {
             .parse::<i64>()
             .map_err(|_| version_not_found(name, version))?;
         let what = format!("updating version {version} of {name:?}");
-        let mut tx = self.tracking_tx(&what).await?;
-        let r = tx
-            .execute(
-                "UPDATE mlflow_model_versions SET description = $1, last_updated_timestamp = $2 \
-                 WHERE name = $3 AND version = $4",
-                args![description, now, name, v],
-            )
-            .await
-            .map_err(self.ctx().err(&what))
-            .and_then(|n| {
-                if n == 0 {
-                    Err(version_not_found(name, version))
-                } else {
-                    Ok(())
-                }
-            });
-        self.finish(tx, r, &what).await?;
+        self.execute_one(
+            &what,
+            "UPDATE mlflow_model_versions SET description = $1, last_updated_timestamp = $2 \
+             WHERE name = $3 AND version = $4",
+            args![description, now, name, v],
+            || version_not_found(name, version),
+        )
+        .await?;
         self.get_model_version(name, version).await
     }
 
@@ -2304,19 +2281,10 @@ impl Store {
             ),
         };
         let doing = format!("deleting tag {key:?} of {what}");
-        let mut tx = self.tracking_tx(&doing).await?;
-        let r = tx
-            .execute(sql, a)
-            .await
-            .map_err(self.ctx().err(&doing))
-            .and_then(|n| {
-                if n == 0 {
-                    Err(StoreError::NotFound(format!("no tag {key:?} on {what}")))
-                } else {
-                    Ok(())
-                }
-            });
-        self.finish(tx, r, &doing).await
+        self.execute_one(&doing, sql, a, || {
+            StoreError::NotFound(format!("no tag {key:?} on {what}"))
+        })
+        .await
     }
 
     // --- artifact index ------------------------------------------------------------------
