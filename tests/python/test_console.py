@@ -27,7 +27,11 @@ if os.environ.get("PLINTH_SKIP_BROWSER_TESTS") == "1":
     pytest.skip("PLINTH_SKIP_BROWSER_TESTS=1", allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -102,6 +106,11 @@ def _h1_or_none(driver):
     except (NoSuchElementException, StaleElementReferenceException):
         # The page is changing under us; look again.
         return None
+    except WebDriverException as e:
+        # Chromium reports an element of the page just replaced this way, not as stale.
+        if "does not belong to the document" in str(e):
+            return None
+        raise
 
 
 def path_of(driver):
