@@ -94,6 +94,10 @@ pub struct SubmitArgs {
     /// e.g. 30m.
     #[arg(long)]
     idle_timeout: Option<String>,
+    /// Benchmarks only, on a server started with `--executor simulated`: how long each
+    /// attempt holds its resources, e.g. 200ms (no process runs).
+    #[arg(long)]
+    simulated_runtime: Option<String>,
     /// k=v, repeatable.
     #[arg(long = "tag")]
     tags: Vec<String>,
@@ -210,6 +214,7 @@ async fn request(a: &SubmitArgs, client: &Client) -> Result<SubmitJobRequest, Fa
             max_retries: a.max_retries,
             max_runtime: a.max_runtime.clone(),
             idle_timeout: a.idle_timeout.clone(),
+            simulated_runtime: a.simulated_runtime.clone(),
             tags,
             priority: a.priority,
             env: BTreeMap::new(),

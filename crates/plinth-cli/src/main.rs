@@ -10,6 +10,7 @@ mod data;
 mod dataset;
 mod gateway;
 mod job;
+mod lineage;
 mod output;
 mod up;
 
@@ -123,6 +124,9 @@ enum Command {
     /// Pool operations: simulate a spot interruption of a node.
     #[command(subcommand)]
     Pool(job::PoolCmd),
+    /// The lineage graph: a node's upstream and downstream as a tree, a run's OpenLineage events.
+    #[command(subcommand)]
+    Lineage(lineage::LineageCmd),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -148,6 +152,17 @@ pub struct ServeArgs {
     /// The largest dataset upload in bytes [default: 1 GiB] (also PLINTH_MAX_UPLOAD_BYTES).
     #[arg(long)]
     max_upload_bytes: Option<u64>,
+    /// What runs admitted jobs: local (real processes) or simulated (benchmarks only: each
+    /// attempt holds its resources for the job's simulatedRuntime, no process) (also PLINTH_EXECUTOR).
+    #[arg(long, value_name = "local|simulated")]
+    executor: Option<String>,
+    /// Chaos testing: random interruptions per spot node per hour, taken as `plinth pool
+    /// interrupt` takes them [default: 0] (also PLINTH_CHAOS_SPOT_INTERRUPT_RATE).
+    #[arg(long, value_name = "PER_HOUR")]
+    chaos_spot_interrupt_rate: Option<f64>,
+    /// Seed of the chaos interruptions [default: from the clock] (also PLINTH_CHAOS_SEED).
+    #[arg(long)]
+    chaos_seed: Option<u64>,
 }
 
 impl ServeArgs {
@@ -160,6 +175,9 @@ impl ServeArgs {
             log_format: self.log_format.clone(),
             log_level: self.log_level.clone(),
             max_upload_bytes: self.max_upload_bytes,
+            executor: self.executor.clone(),
+            chaos_spot_interrupt_rate: self.chaos_spot_interrupt_rate,
+            chaos_seed: self.chaos_seed,
         }
     }
 }
@@ -216,6 +234,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Dataset(cmd) => dataset::run(cmd).await,
         Command::Job(cmd) => job::run(cmd).await,
         Command::Pool(cmd) => job::run_pool(cmd).await,
+        Command::Lineage(cmd) => lineage::run(cmd).await,
     };
     match result {
         Ok(code) => code,

@@ -294,6 +294,22 @@ fn impossible_jobs_are_rejected_and_over_quota_jobs_wait() {
     );
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("maxRuntime"), "{err}");
+    // Only the benchmarks' simulated executor honours a declared runtime.
+    let (code, _, err) = s.cli(
+        &m,
+        &[
+            "job",
+            "submit",
+            "--team",
+            "team-a",
+            "--simulated-runtime",
+            "1s",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("simulatedRuntime"), "{err}");
 
     // Each job takes both cores of the queue's quota: the second waits for the first.
     let first = s.data_dir.join("release-first");
@@ -451,6 +467,358 @@ fn a_spot_interruption_stops_the_attempt_and_the_next_resumes_from_the_checkpoin
     assert_eq!(attempts[0]["reason"], "interrupted", "{j:#}");
     assert_eq!(
         s.ok(&m, &["job", "logs", "trainer"]).trim(),
+        "resumed from step 1"
+    );
+}
+
+fn http_post(
+    s: &Server,
+    tok: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", s.url))
+            .bearer_auth(tok)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    })
+}
+
+fn attempt_reasons(j: &serde_json::Value) -> Vec<String> {
+    j["status"]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["reason"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// A spot CPU pool of one node with 4 cores; queue `spot-q` of team-a may use 2 cores.
+const SPOT_WORKSPACE: &str = r#"
+apiVersion: plinth/v1
+kind: Pool
+metadata: {name: spot-cpu}
+spec: {nodes: 1, cpusPerNode: 4, memoryGibPerNode: 8, procurement: spot}
+---
+apiVersion: plinth/v1
+kind: Team
+metadata: {name: team-a}
+---
+apiVersion: plinth/v1
+kind: Queue
+metadata: {name: spot-q}
+spec: {team: team-a, quotas: [{pool: spot-cpu, gpus: 0, cpus: 2}]}
+"#;
+
+/// Each attempt counts itself in the checkpoint directory; the first `sleepers` attempts run
+/// until something stops them, later ones print the count they found and run `tail`.
+fn counting_script(sleepers: u32, tail: &str) -> String {
+    format!(
+        r#"ck="$PLINTH_CHECKPOINT_DIR/count"; n=$(cat "$ck" 2>/dev/null || echo 0); echo $((n+1)) > "$ck"; if [ "$n" -lt {sleepers} ]; then sleep 300; fi; echo "resumed from step $n"; {tail}"#
+    )
+}
+
+#[test]
+fn chaos_interrupts_spot_jobs_which_resume_from_their_checkpoint_and_the_retry_limit_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    // About two interruptions a second per node: attempts that sleep are interrupted.
+    let s = Server::start_in(
+        tmp.path(),
+        &["--chaos-spot-interrupt-rate", "7200", "--chaos-seed", "42"],
+    );
+    let f = write(&s.data_dir, "spot.yaml", SPOT_WORKSPACE);
+    s.ok(ADMIN, &["apply", "-f", &f]);
+    let m = token(&s, "team-a", "member");
+    let ck_ok = s.data_dir.join("ck-ok");
+    let ck_bad = s.data_dir.join("ck-bad");
+    let spot = |ck: &std::path::Path, retries: &'static str| {
+        vec![
+            "--spot".to_string(),
+            "--class".into(),
+            "training".into(),
+            "--checkpoint-dir".into(),
+            ck.display().to_string(),
+            "--max-retries".into(),
+            retries.into(),
+        ]
+    };
+    // Interruptions do not use up retries: with none allowed it still finishes.
+    let args = spot(&ck_ok, "0");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    submit(
+        &s,
+        &m,
+        "resumer",
+        &args,
+        &["sh", "-c", &counting_script(2, "exit 0")],
+    );
+    // Failures do: one retry allowed, so two failed attempts end it.
+    let args = spot(&ck_bad, "1");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    submit(
+        &s,
+        &m,
+        "doomed",
+        &args,
+        &["sh", "-c", &counting_script(2, "exit 3")],
+    );
+
+    let j = wait_state(
+        &s,
+        &m,
+        "resumer",
+        &["succeeded", "failed", "cancelled", "lost"],
+    );
+    assert_eq!(j["status"]["state"], "succeeded", "{j:#}");
+    let reasons = attempt_reasons(&j);
+    let (last, before) = reasons.split_last().unwrap();
+    assert_eq!(last, "completed", "{j:#}");
+    assert!(
+        before.len() >= 2,
+        "two attempts sleep until interrupted: {j:#}"
+    );
+    assert!(before.iter().all(|r| r == "interrupted"), "{j:#}");
+    let interrupted = &j["status"]["attempts"][0];
+    assert_eq!(interrupted["reason"], "interrupted", "{j:#}");
+    // The last attempt found the count its predecessors left in the checkpoint directory.
+    let log = s.ok(&m, &["job", "logs", "resumer"]);
+    let step: u32 = log
+        .trim()
+        .strip_prefix("resumed from step ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected log {log:?}"));
+    assert!(step >= 2, "{log}");
+    assert_eq!(
+        std::fs::read_to_string(ck_ok.join("count")).unwrap().trim(),
+        (step + 1).to_string()
+    );
+
+    let j = wait_state(
+        &s,
+        &m,
+        "doomed",
+        &["succeeded", "failed", "cancelled", "lost"],
+    );
+    assert_eq!(j["status"]["state"], "failed", "{j:#}");
+    let reasons = attempt_reasons(&j);
+    let failed: Vec<&serde_json::Value> = j["status"]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["reason"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 2, "max retries 1: two failed attempts: {j:#}");
+    assert!(failed.iter().all(|a| a["exit"] == "code 3"), "{j:#}");
+    assert_eq!(reasons.last().map(String::as_str), Some("failed"), "{j:#}");
+    assert!(
+        reasons.iter().filter(|r| *r == "interrupted").count() >= 2,
+        "{j:#}"
+    );
+    assert!(
+        reasons.iter().all(|r| r == "interrupted" || r == "failed"),
+        "{j:#}"
+    );
+    let msg = j["status"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("no retries left"), "{j:#}");
+}
+
+/// One node with 8 GPUs; queue `gpu-q` of team-a has all 8.
+const SIM_WORKSPACE: &str = r#"
+apiVersion: plinth/v1
+kind: Pool
+metadata: {name: gpu}
+spec: {nodes: 1, cpusPerNode: 16, memoryGibPerNode: 64, accelerator: {type: nvidia-h100-80gb, count: 8}}
+---
+apiVersion: plinth/v1
+kind: Team
+metadata: {name: team-a}
+---
+apiVersion: plinth/v1
+kind: Queue
+metadata: {name: gpu-q}
+spec: {team: team-a, quotas: [{pool: gpu, gpus: 8}]}
+"#;
+
+fn sim_job(name: &str, gpus: f64, runtime: &str) -> serde_json::Value {
+    serde_json::json!({"name": name, "spec": {"command": ["simulated"], "team": "team-a",
+        "queue": "gpu-q", "gpus": gpus, "simulatedRuntime": runtime}})
+}
+
+fn ts(v: &serde_json::Value) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().expect("timestamp")).expect("rfc3339")
+}
+
+#[test]
+fn the_simulated_executor_holds_resources_for_the_declared_runtime_and_batches_are_atomic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), &["--executor", "simulated"]);
+    let f = write(&s.data_dir, "sim.yaml", SIM_WORKSPACE);
+    s.ok(ADMIN, &["apply", "-f", &f]);
+    let m = token(&s, "team-a", "member");
+
+    // Without a declared runtime a simulated job is refused, naming the field.
+    let (code, _, err) = s.cli(
+        &m,
+        &[
+            "job", "submit", "--team", "team-a", "--gpus", "1", "--", "true",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("simulatedRuntime"), "{err}");
+
+    // All 8 GPUs for 400 ms, then two jobs of 4 that can only start after it.
+    let (status, body) = http_post(
+        &s,
+        &m,
+        "/api/v1/jobs:batch",
+        serde_json::json!({"jobs": [sim_job("big", 8.0, "400ms"), sim_job("half-a", 4.0, "200ms"),
+            sim_job("half-b", 4.0, "200ms")]}),
+    );
+    assert_eq!(status, 201, "{body:#}");
+    let names: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["big", "half-a", "half-b"]);
+    assert!(
+        body.as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["generation"] == 1)
+    );
+    let mut ends = Vec::new();
+    for name in ["big", "half-a", "half-b"] {
+        let j = wait_state(&s, &m, name, &["succeeded", "failed", "cancelled", "lost"]);
+        assert_eq!(j["status"]["state"], "succeeded", "{j:#}");
+        assert_eq!(attempt_reasons(&j), ["completed"], "{j:#}");
+        let a = &j["status"]["attempts"][0];
+        assert_eq!(a["exit"], "code 0", "{j:#}");
+        let held = ts(&a["endedAt"]) - ts(&a["startedAt"]);
+        let declared = if name == "big" { 400 } else { 200 };
+        assert!(
+            held.num_milliseconds() >= declared,
+            "{name} held {held:?}: {j:#}"
+        );
+        ends.push((ts(&a["startedAt"]), ts(&a["endedAt"])));
+    }
+    // The halves waited for the whole node: each started after `big` ended.
+    assert!(ends[1].0 >= ends[0].1 && ends[2].0 >= ends[0].1, "{ends:?}");
+    // No process ran, so there is no log.
+    assert_eq!(s.ok(&m, &["job", "logs", "big"]).trim(), "");
+
+    // A batch with one impossible job stores nothing and names the job.
+    let (status, body) = http_post(
+        &s,
+        &m,
+        "/api/v1/jobs:batch",
+        serde_json::json!({"jobs": [sim_job("fine", 1.0, "1s"), sim_job("huge", 64.0, "1s")]}),
+    );
+    assert_eq!(status, 400, "{body:#}");
+    let msg = body["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("jobs[1] (Job/huge): spec: rejected"),
+        "{msg}"
+    );
+    let (code, _, _) = s.cli(&m, &["job", "describe", "fine"]);
+    assert_eq!(code, 5, "nothing of a rejected batch is stored");
+    // A name that exists fails the whole batch too.
+    let (status, body) = http_post(
+        &s,
+        &m,
+        "/api/v1/jobs:batch",
+        serde_json::json!({"jobs": [sim_job("fine", 1.0, "1s"), sim_job("big", 1.0, "1s")]}),
+    );
+    assert_eq!(status, 409, "{body:#}");
+    let (code, _, _) = s.cli(&m, &["job", "describe", "fine"]);
+    assert_eq!(code, 5, "nothing of a conflicting batch is stored");
+    // An empty batch and an unknown field are bad requests.
+    let (status, _) = http_post(
+        &s,
+        &m,
+        "/api/v1/jobs:batch",
+        serde_json::json!({"jobs": []}),
+    );
+    assert_eq!(status, 400);
+    let (status, body) = http_post(&s, &m, "/api/v1/jobs:batch", serde_json::json!({"job": []}));
+    assert_eq!(status, 400, "{body:#}");
+    // A viewer may not submit batches.
+    let viewer = token(&s, "team-a", "viewer");
+    let (status, _) = http_post(
+        &s,
+        &viewer,
+        "/api/v1/jobs:batch",
+        serde_json::json!({"jobs": [sim_job("v", 1.0, "1s")]}),
+    );
+    assert_eq!(status, 403);
+}
+
+#[test]
+fn a_reapplied_pool_and_queue_are_picked_up_while_the_server_runs() {
+    let (s, m) = setup();
+    // Six cores fit no node of the pool (4 cores): rejected at submit.
+    let (code, _, err) = s.cli(
+        &m,
+        &[
+            "job", "submit", "--team", "team-a", "--name", "wide", "--cpus", "6", "--", "true",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("rejected"), "{err}");
+    // A job running on the node when the pool changes: its first attempt sleeps.
+    submit(
+        &s,
+        &m,
+        "resident",
+        &[],
+        &["sh", "-c", &counting_script(1, "exit 0")],
+    );
+    wait_state(&s, &m, "resident", &["running"]);
+    let bigger = JOBS_WORKSPACE
+        .replace("cpusPerNode: 4", "cpusPerNode: 8")
+        .replace("cpus: 2}", "cpus: 8}");
+    let f = write(&s.data_dir, "bigger.yaml", &bigger);
+    s.ok(ADMIN, &["apply", "-f", &f]);
+    // No restart: once the controller has read the change, the same job is accepted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, _, err) = s.cli(
+            &m,
+            &[
+                "job", "submit", "--team", "team-a", "--name", "wide", "--cpus", "6", "--", "true",
+            ],
+        );
+        if code == 0 {
+            break;
+        }
+        assert_eq!(code, 3, "{err}");
+        assert!(
+            Instant::now() < deadline,
+            "the bigger pool was never used: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let j = wait_state(&s, &m, "wide", &["succeeded", "failed"]);
+    assert_eq!(j["status"]["state"], "succeeded", "{j:#}");
+    // The resized node left and came back bigger: the resident job was interrupted and its
+    // second attempt resumed from its checkpoint.
+    let j = wait_state(&s, &m, "resident", &["succeeded", "failed"]);
+    assert_eq!(j["status"]["state"], "succeeded", "{j:#}");
+    assert_eq!(attempt_reasons(&j), ["interrupted", "completed"], "{j:#}");
+    assert_eq!(
+        s.ok(&m, &["job", "logs", "resident"]).trim(),
         "resumed from step 1"
     );
 }

@@ -10,4 +10,4 @@ pub use documents::{DocumentError, parse_yaml_documents};
 pub use kinds::{
     KindInfo, Reference, Scope, ValidObject, lookup_kind, validate_document, validate_name,
 };
-pub use server::{ConfigError, LogFormat, ServerConfig, ServerOverrides};
+pub use server::{ConfigError, ExecutorKind, LogFormat, ServerConfig, ServerOverrides};

@@ -51,6 +51,23 @@ pub struct ServerOverrides {
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub max_upload_bytes: Option<u64>,
+    /// `local` or `simulated` (`--executor`).
+    pub executor: Option<String>,
+    /// Random spot interruptions per spot node per hour (`--chaos-spot-interrupt-rate`).
+    pub chaos_spot_interrupt_rate: Option<f64>,
+    /// Seed of the chaos interruptions (`--chaos-seed`).
+    pub chaos_seed: Option<u64>,
+}
+
+/// What runs a job's admitted attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecutorKind {
+    /// Real processes under the supervisor (`plinth exec-supervisor`).
+    #[default]
+    Local,
+    /// Benchmark only: an attempt holds its admitted resources for the job's
+    /// `simulatedRuntime`, then ends as completed; no process is started.
+    Simulated,
 }
 
 /// The validated server configuration.
@@ -69,6 +86,11 @@ pub struct ServerConfig {
     pub shutdown_grace_seconds: u64,
     /// The first admin token, supplied instead of generating one (`PLINTH_BOOTSTRAP_TOKEN`).
     pub bootstrap_token: Option<String>,
+    pub executor: ExecutorKind,
+    /// Random spot interruptions per spot node per hour; 0 for none (chaos tests only).
+    pub chaos_spot_interrupts_per_hour: f64,
+    /// Seed of the chaos interruptions; `None` picks one from the clock.
+    pub chaos_seed: Option<u64>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -228,6 +250,56 @@ impl ServerConfig {
                 message: format!("{max_upload_bytes} is too small; use at least 1024"),
             });
         }
+        let (executor, src) = pick(
+            flags.executor,
+            e("PLINTH_EXECUTOR"),
+            None,
+            ("--executor", "PLINTH_EXECUTOR", ""),
+        );
+        let executor = match executor.as_deref() {
+            None | Some("local") => ExecutorKind::Local,
+            Some("simulated") => ExecutorKind::Simulated,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    source_name: src,
+                    message: format!("unknown executor {other:?}; use local or simulated"),
+                });
+            }
+        };
+        let env_rate = match e("PLINTH_CHAOS_SPOT_INTERRUPT_RATE") {
+            Some(v) => Some(v.parse::<f64>().map_err(|_| ConfigError::Invalid {
+                source_name: "PLINTH_CHAOS_SPOT_INTERRUPT_RATE".into(),
+                message: format!("{v:?} is not a number of interruptions per hour"),
+            })?),
+            None => None,
+        };
+        let (rate, src) = pick(
+            flags.chaos_spot_interrupt_rate,
+            env_rate,
+            None,
+            (
+                "--chaos-spot-interrupt-rate",
+                "PLINTH_CHAOS_SPOT_INTERRUPT_RATE",
+                "",
+            ),
+        );
+        let rate = rate.unwrap_or(0.0);
+        if !rate.is_finite() || !(0.0..=3_600_000.0).contains(&rate) {
+            return Err(ConfigError::Invalid {
+                source_name: src,
+                message: format!(
+                    "{rate} must be between 0 and 3600000 interruptions per node per hour"
+                ),
+            });
+        }
+        let env_seed = match e("PLINTH_CHAOS_SEED") {
+            Some(v) => Some(v.parse::<u64>().map_err(|_| ConfigError::Invalid {
+                source_name: "PLINTH_CHAOS_SEED".into(),
+                message: format!("{v:?} is not a whole number"),
+            })?),
+            None => None,
+        };
+        let chaos_seed = flags.chaos_seed.or(env_seed);
         Ok(ServerConfig {
             listen,
             data_dir,
@@ -238,6 +310,9 @@ impl ServerConfig {
             max_upload_bytes,
             shutdown_grace_seconds: file.shutdown_grace_seconds.unwrap_or(10),
             bootstrap_token: e("PLINTH_BOOTSTRAP_TOKEN"),
+            executor,
+            chaos_spot_interrupts_per_hour: rate,
+            chaos_seed,
         })
     }
 }
@@ -273,6 +348,55 @@ mod tests {
         assert_eq!(c.database_url, "sqlite://./plinth-data/plinth.db");
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.max_upload_bytes, DEFAULT_MAX_UPLOAD_BYTES);
+    }
+
+    #[test]
+    fn executor_and_chaos_from_flag_or_env() {
+        let c = ServerConfig::load(&env(&[]), ServerOverrides::default()).unwrap();
+        assert_eq!(c.executor, ExecutorKind::Local);
+        assert_eq!(c.chaos_spot_interrupts_per_hour, 0.0);
+        let e = env(&[
+            ("PLINTH_EXECUTOR", "simulated"),
+            ("PLINTH_CHAOS_SPOT_INTERRUPT_RATE", "12.5"),
+            ("PLINTH_CHAOS_SEED", "7"),
+        ]);
+        let c = ServerConfig::load(&e, ServerOverrides::default()).unwrap();
+        assert_eq!(c.executor, ExecutorKind::Simulated);
+        assert_eq!(c.chaos_spot_interrupts_per_hour, 12.5);
+        assert_eq!(c.chaos_seed, Some(7));
+        let flags = ServerOverrides {
+            executor: Some("local".into()),
+            chaos_spot_interrupt_rate: Some(60.0),
+            ..Default::default()
+        };
+        let c = ServerConfig::load(&e, flags).unwrap();
+        assert_eq!(c.executor, ExecutorKind::Local);
+        assert_eq!(c.chaos_spot_interrupts_per_hour, 60.0);
+        let bad = ServerOverrides {
+            executor: Some("slurm".into()),
+            ..Default::default()
+        };
+        let err = ServerConfig::load(&env(&[]), bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--executor: unknown executor \"slurm\""),
+            "{err}"
+        );
+        let bad = ServerOverrides {
+            chaos_spot_interrupt_rate: Some(-1.0),
+            ..Default::default()
+        };
+        let err = ServerConfig::load(&env(&[]), bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--chaos-spot-interrupt-rate: -1 must be"),
+            "{err}"
+        );
+        let err = ServerConfig::load(
+            &env(&[("PLINTH_CHAOS_SPOT_INTERRUPT_RATE", "often")]),
+            ServerOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("PLINTH_CHAOS_SPOT_INTERRUPT_RATE"), "{err}");
     }
 
     #[test]

@@ -218,7 +218,7 @@ fn from_order_key(k: u64) -> f64 {
 /// Least-significant-digit radix sort, one byte per pass, skipping the byte positions where
 /// every key agrees (for whole numbers stored as `f64`, most of the mantissa): a few linear
 /// passes instead of `n log n` comparisons.
-fn radix_sort(keys: &mut Vec<u64>) {
+pub(crate) fn radix_sort(keys: &mut Vec<u64>) {
     let mut buf = vec![0u64; keys.len()];
     for shift in (0..64).step_by(8) {
         let mut counts = [0usize; 256];

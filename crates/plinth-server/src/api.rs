@@ -356,10 +356,9 @@ pub async fn register_dataset(
     body: Bytes,
 ) -> Result<(StatusCode, Json<DatasetVersion>), ApiErrorResponse> {
     let req: RegisterDatasetRequest = parse_json(&body)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(s.platform.register_dataset(&who, &name, req).await?),
-    ))
+    let v = s.platform.register_dataset(&who, &name, req).await?;
+    crate::lineage::record_dataset_version(&s, &v).await;
+    Ok((StatusCode::CREATED, Json(v)))
 }
 
 /// The registered dataset versions of a DataContract, newest first.

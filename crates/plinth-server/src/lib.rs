@@ -7,6 +7,7 @@ mod auth;
 mod console;
 mod error;
 mod jobs;
+mod lineage;
 mod metrics;
 mod openapi;
 mod upload;
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
     // them; the upload streams to disk and enforces `max_upload_bytes` itself.
     let limited = api::routes()
         .merge(jobs::api::routes())
+        .merge(lineage::routes())
         .merge(console::routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit));
@@ -142,6 +144,7 @@ pub async fn serve(
         platform.clone(),
         config.data_dir.join("exec"),
         Arc::clone(&metrics),
+        jobs::Options::from_config(&config),
     )
     .map_err(|e| ServeError::DataDir {
         path: config.data_dir.join("exec").display().to_string(),

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::jobs::api as jobs;
-use crate::{api, upload};
+use crate::{api, lineage, upload};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,7 +20,8 @@ use crate::{api, upload};
         api::register_dataset, api::list_dataset_versions, api::get_dataset_version,
         api::get_dataset_profile, api::get_dataset_lineage, api::get_dataset_reference,
         api::set_dataset_reference, api::dataset_drift, upload::upload_dataset,
-        jobs::submit_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::job_logs, jobs::job_events, jobs::interrupt_node,
+        jobs::submit_job, jobs::submit_jobs, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::job_logs, jobs::job_events, jobs::interrupt_node,
+        lineage::ingest, lineage::graph, lineage::run_events,
     ),
     modifiers(&BearerAuth, &ResponseDescriptions),
     tags(
@@ -29,6 +30,7 @@ use crate::{api, upload};
         (name = "access", description = "tokens and identities"),
         (name = "audit", description = "the hash-chained audit log"),
         (name = "jobs", description = "jobs: submit, wait reasons, attempts, logs, cancel"),
+        (name = "lineage", description = "OpenLineage intake and the lineage graph of datasets, jobs, runs and models"),
         (name = "datasets", description = "dataset versions checked against DataContracts: uploads, profiles, drift, OpenLineage facets"),
     )
 )]

@@ -183,6 +183,7 @@ pub async fn upload_dataset(
         .platform
         .register_uploaded_dataset(&who, &name, &stored, q.filename.trim(), q.now)
         .await?;
+    crate::lineage::record_dataset_version(&s, &v).await;
     Ok((StatusCode::CREATED, Json(v)))
 }
 

@@ -29,6 +29,11 @@ const SQLITE: &[Migration] = &[
         name: "tracking",
         sql: include_str!("../migrations/sqlite/0002_tracking.sql"),
     },
+    Migration {
+        version: 3,
+        name: "lineage",
+        sql: include_str!("../migrations/sqlite/0003_lineage.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -41,6 +46,11 @@ const POSTGRES: &[Migration] = &[
         version: 2,
         name: "tracking",
         sql: include_str!("../migrations/postgres/0002_tracking.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "lineage",
+        sql: include_str!("../migrations/postgres/0003_lineage.sql"),
     },
 ];
 

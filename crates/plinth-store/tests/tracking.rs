@@ -53,7 +53,7 @@ async fn new_run(s: &Store, exp: &str, id: &str, start: i64) {
 
 async fn experiments_and_runs(ctx: Ctx) {
     let s = &ctx.store;
-    assert_eq!(s.schema_version().await.unwrap(), 2);
+    assert_eq!(s.schema_version().await.unwrap(), 3);
     let default = s.get_experiment("0").await.unwrap();
     assert_eq!(default.name, "Default");
     let id = s

@@ -48,6 +48,11 @@ pub struct JobSpec {
     /// Stop the attempt after it has been idle this long, e.g. `30m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<String>,
+    /// Benchmarks only: how long each attempt holds its resources on a server started with
+    /// `--executor simulated` (which starts no process), e.g. `200ms`. Rejected by a server
+    /// that runs real processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulated_runtime: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
     /// Priority within the queue (default: the queue's).
@@ -180,6 +185,14 @@ pub struct SubmitJobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub spec: JobSpec,
+}
+
+/// `POST /api/v1/jobs:batch`: jobs submitted together, stored in one transaction (all or
+/// none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubmitJobsRequest {
+    pub jobs: Vec<SubmitJobRequest>,
 }
 
 /// A job as the API returns it.

@@ -5,6 +5,7 @@
 mod chart;
 mod datasets;
 mod jobs;
+mod lineage;
 mod render;
 mod session;
 mod views;
@@ -47,6 +48,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/jobs", get(jobs::jobs))
         .route("/console/jobs/{name}", get(jobs::job_detail))
         .route("/console/audit", get(audit))
+        .route("/console/lineage", get(lineage::lineage))
         .route("/console/contracts", get(contracts))
         .route("/console/contracts/{name}", get(datasets::contract_detail))
         .route(
@@ -424,8 +426,12 @@ async fn queues(State(s): State<AppState>, Session(who): Session) -> PageResult 
         .map(views::queue_row)
         .collect();
     let mut usage: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    if let Some(c) = &s.jobs {
-        for u in c.queue_usage().await {
+    let raw = match &s.jobs {
+        Some(c) => c.queue_usage().await,
+        None => Vec::new(),
+    };
+    {
+        for u in raw.iter().cloned() {
             let mut text = format!("{}: {} GPUs, {} CPUs in use", u.pool, u.gpus, u.cpus);
             if u.borrowed > 0.0 {
                 text.push_str(&format!(" ({} GPUs borrowed)", u.borrowed));
@@ -434,7 +440,8 @@ async fn queues(State(s): State<AppState>, Session(who): Session) -> PageResult 
         }
     }
     let data = QueuesPage {
-        chart: views::quota_chart(&queues),
+        chart: jobs::usage_chart(&jobs::queue_bars(&queues, &raw))
+            .or_else(|| views::quota_chart(&queues)),
         queues,
         usage,
     };

@@ -36,6 +36,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/contract.html"),
     ),
     ("verify.html", include_str!("../../templates/verify.html")),
+    ("lineage.html", include_str!("../../templates/lineage.html")),
     ("error.html", include_str!("../../templates/error.html")),
 ];
 

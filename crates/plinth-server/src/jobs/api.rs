@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use plinth_exec::LogStream;
 use plinth_types::ErrorCode;
-use plinth_types::job::{Job, SubmitJobRequest};
+use plinth_types::job::{Job, SubmitJobRequest, SubmitJobsRequest};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -23,6 +23,7 @@ use crate::error::ApiErrorResponse;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/jobs", get(list_jobs).post(submit_job))
+        .route("/api/v1/jobs:batch", post(submit_jobs))
         .route("/api/v1/jobs/{name}", get(get_job))
         .route("/api/v1/jobs/{name}/cancel", post(cancel_job))
         .route("/api/v1/jobs/{name}/logs", get(job_logs))
@@ -58,6 +59,27 @@ pub async fn submit_job(
     let req: SubmitJobRequest = parse_json(&body)?;
     let jobs = controller(&s)?;
     Ok((StatusCode::CREATED, Json(jobs.submit(&who, req).await?)))
+}
+
+/// Submits up to 10,000 jobs at once, each checked as by `POST /api/v1/jobs`, and stores
+/// them in one transaction: all of them, or (on any problem, named by the job's index) none.
+/// For load generators and pipelines that submit many jobs in one instant.
+#[utoipa::path(post, path = "/api/v1/jobs:batch", tag = "jobs", security(("bearer" = [])),
+    request_body = SubmitJobsRequest,
+    responses((status = 201, body = Vec<Job>), (status = 400, body = plinth_types::ApiError),
+        (status = 401, body = plinth_types::ApiError), (status = 403, body = plinth_types::ApiError),
+        (status = 409, body = plinth_types::ApiError)))]
+pub async fn submit_jobs(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Vec<Job>>), ApiErrorResponse> {
+    let req: SubmitJobsRequest = parse_json(&body)?;
+    let jobs = controller(&s)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(jobs.submit_many(&who, req.jobs, false).await?),
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -77,9 +77,12 @@ pub fn sched_job(spec: &JobSpec) -> sched::JobSpec {
     j.gpu_type = spec.gpu_type.clone();
     j.spot_tolerant = spec.spot;
     j.checkpoint_dir = spec.checkpoint_dir.is_some();
+    // Backfill reservations use the expected runtime: the limit, else (on a simulated
+    // server) the declared runtime.
     j.expected_runtime_ms = spec
         .max_runtime
         .as_deref()
+        .or(spec.simulated_runtime.as_deref())
         .and_then(|d| parse_duration(d).ok())
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     j
@@ -133,6 +136,7 @@ pub fn validate(spec: &JobSpec) -> Result<(), CoreError> {
     for (field, v) in [
         ("maxRuntime", &spec.max_runtime),
         ("idleTimeout", &spec.idle_timeout),
+        ("simulatedRuntime", &spec.simulated_runtime),
     ] {
         if let Some(d) = v
             && let Err(m) = parse_duration(d)

@@ -9,17 +9,19 @@
 pub mod api;
 pub mod apply;
 mod convert;
+mod runner;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
+use plinth_config::ExecutorKind;
 use plinth_config::kinds::JOB_KIND;
 use plinth_core::{CoreError, Platform, authorize_read, document_digest};
 use plinth_exec::{
-    AttemptId, AttemptSpec, AttemptStatus, EndReason, ExecError, Executor, ExitKind, GpuSlot,
-    IdlePolicy, LogStream, Outcome, RecoveredState, StopReason, SupervisorProgram,
+    AttemptId, AttemptSpec, EndReason, ExecError, Executor, ExitKind, GpuSlot, IdlePolicy,
+    LogStream, Outcome, RecoveredState, StopReason, SupervisorProgram,
 };
 use plinth_sched::{Decision, JobId, Scheduler, SchedulerConfig};
 use plinth_store::{Batch, Op, Precondition};
@@ -27,14 +29,66 @@ use plinth_types::audit::NewAuditEvent;
 use plinth_types::job::{
     Attempt, Job, JobRecord, JobSpec, JobState, JobStatus, SubmitJobRequest, parse_duration,
 };
+use plinth_types::spec::Procurement;
 use plinth_types::{API_VERSION, Document, Identity, ObjectMeta, Role, StoredObject};
 use tokio::sync::{Mutex, Notify};
 
 use crate::metrics::Metrics;
+use runner::{Runner, SimExec};
 
 const TICK: Duration = Duration::from_millis(500);
+/// A waiting job's stored reason is rewritten at most this often (its first one after a pass).
+const REASON_EVERY_MS: u64 = 5_000;
 const STOP_GRACE: Duration = Duration::from_secs(5);
 const SYSTEM: &str = "system:jobs";
+const CHAOS: &str = "system:chaos";
+/// The most jobs one `POST /api/v1/jobs:batch` may carry.
+pub const MAX_BATCH: usize = 10_000;
+
+/// How the controller runs: which executor, and the chaos interruption rate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub executor: ExecutorKind,
+    /// Random interruptions per spot node per hour (0: none).
+    pub chaos_spot_interrupts_per_hour: f64,
+    pub chaos_seed: Option<u64>,
+}
+
+impl Options {
+    pub fn from_config(c: &plinth_config::ServerConfig) -> Options {
+        Options {
+            executor: c.executor,
+            chaos_spot_interrupts_per_hour: c.chaos_spot_interrupts_per_hour,
+            chaos_seed: c.chaos_seed,
+        }
+    }
+}
+
+/// One staged write of a job (and its audit event), committed by the next flush.
+struct Write {
+    name: String,
+    op: Op,
+    event: Option<NewAuditEvent>,
+}
+
+/// splitmix64: the chaos interruptions' random numbers (seeded, so a run can be repeated).
+struct Chaos {
+    per_hour: f64,
+    state: u64,
+    last: Instant,
+}
+
+impl Chaos {
+    /// A number in [0, 1).
+    fn next(&mut self) -> f64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
 
 struct Tracked {
     team: String,
@@ -42,6 +96,8 @@ struct Tracked {
     created_at: String,
     record: JobRecord,
     sched: Option<JobId>,
+    /// When the wait-reason refresh last stored its reason (ms; 0: never).
+    reason_ms: u64,
 }
 
 struct Ctl {
@@ -55,13 +111,20 @@ struct Ctl {
     nodes: BTreeMap<String, Vec<plinth_sched::NodeSpec>>,
     jobs: BTreeMap<String, Tracked>,
     by_id: HashMap<JobId, String>,
+    /// When Pools and Queues were last read from the store and wait reasons last refreshed.
+    last_full: Option<Instant>,
+    /// The team of every stored Queue, as last read (also those the scheduler cannot use).
+    queue_teams: HashMap<String, String>,
 }
 
 /// The controller, shared by the API handlers and its own loop.
 pub struct Jobs {
     platform: Platform,
-    exec: Executor,
+    exec: Runner,
     ctl: Mutex<Ctl>,
+    /// Writes staged under the `ctl` lock, committed together by `flush` (still under it).
+    writes: std::sync::Mutex<Vec<Write>>,
+    chaos: Option<std::sync::Mutex<Chaos>>,
     wake: Notify,
     metrics: Arc<Metrics>,
 }
@@ -69,7 +132,7 @@ pub struct Jobs {
 impl std::fmt::Debug for Jobs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Jobs")
-            .field("root", &self.exec.root())
+            .field("executor", &self.exec.describe())
             .finish()
     }
 }
@@ -119,21 +182,50 @@ fn generate_name(command: &[String]) -> String {
 impl Jobs {
     /// Opens the executor under `<data_dir>/exec`; the supervisor is this very binary with its
     /// hidden `exec-supervisor` subcommand.
+    /// With `ExecutorKind::Simulated` no process is ever started (benchmarks only).
     pub fn new(
         platform: Platform,
         root: std::path::PathBuf,
         metrics: Arc<Metrics>,
+        options: Options,
     ) -> Result<Arc<Jobs>, String> {
-        let exe = std::env::current_exe()
-            .map_err(|e| format!("cannot locate this program for the supervisor: {e}"))?;
-        let exec = Executor::new(
-            root,
-            SupervisorProgram::new(exe).with_args(["exec-supervisor"]),
-        )
-        .map_err(|e| e.to_string())?;
+        let exec = match options.executor {
+            ExecutorKind::Local => {
+                let exe = std::env::current_exe()
+                    .map_err(|e| format!("cannot locate this program for the supervisor: {e}"))?;
+                Runner::Local(
+                    Executor::new(
+                        root,
+                        SupervisorProgram::new(exe).with_args(["exec-supervisor"]),
+                    )
+                    .map_err(|e| e.to_string())?,
+                )
+            }
+            ExecutorKind::Simulated => {
+                tracing::warn!(
+                    "job controller: simulated executor (benchmarks only): jobs hold their resources for their simulatedRuntime, no process runs"
+                );
+                Runner::Simulated(SimExec::default())
+            }
+        };
+        let chaos = (options.chaos_spot_interrupts_per_hour > 0.0).then(|| {
+            let seed = options.chaos_seed.unwrap_or_else(now_ms);
+            tracing::warn!(
+                per_hour = options.chaos_spot_interrupts_per_hour,
+                seed,
+                "job controller: chaos: random spot interruptions"
+            );
+            std::sync::Mutex::new(Chaos {
+                per_hour: options.chaos_spot_interrupts_per_hour,
+                state: seed,
+                last: Instant::now(),
+            })
+        });
         Ok(Arc::new(Jobs {
             platform,
             exec,
+            writes: std::sync::Mutex::new(Vec::new()),
+            chaos,
             ctl: Mutex::new(Ctl {
                 sched: Scheduler::new(SchedulerConfig::default()),
                 pools: BTreeMap::new(),
@@ -142,6 +234,8 @@ impl Jobs {
                 nodes: BTreeMap::new(),
                 jobs: BTreeMap::new(),
                 by_id: HashMap::new(),
+                last_full: None,
+                queue_teams: HashMap::new(),
             }),
             wake: Notify::new(),
             metrics,
@@ -159,7 +253,15 @@ impl Jobs {
                 if let Err(e) = me.tick().await {
                     tracing::warn!(error = %e, "job controller: tick failed");
                 }
-                let _ = tokio::time::timeout(TICK, me.wake.notified()).await;
+                me.chaos_step().await;
+                // Wake for a submission or cancel, when a simulated attempt's runtime is over,
+                // or after TICK at the latest.
+                let wait = me
+                    .exec
+                    .next_end()
+                    .map(|t| t.saturating_duration_since(Instant::now()).min(TICK))
+                    .unwrap_or(TICK);
+                let _ = tokio::time::timeout(wait, me.wake.notified()).await;
             }
         });
     }
@@ -167,13 +269,26 @@ impl Jobs {
     /// Gives new or changed Pools and Queues to the scheduler.
     async fn sync_config(&self, ctl: &mut Ctl) -> Result<(), CoreError> {
         let store = self.platform.store();
+        let mut pool_added = false;
         for p in store.list_objects("Pool").await? {
-            if ctl.pools.contains_key(&p.name) {
-                continue;
+            match ctl.pools.get(&p.name) {
+                Some(d) if *d == p.digest => continue,
+                Some(_) => {
+                    // A changed pool: its nodes follow the new spec.
+                    if ctl.nodes.contains_key(&p.name)
+                        && let Some((_, nodes, _)) = convert::pool(&p)
+                    {
+                        self.resize_pool(ctl, &p.name, nodes);
+                    }
+                    ctl.pools.insert(p.name.clone(), p.digest.clone());
+                    continue;
+                }
+                None => {}
             }
             if let Some((spec, nodes, proc_)) = convert::pool(&p) {
                 match ctl.sched.add_pool(spec) {
                     Ok(()) => {
+                        pool_added = true;
                         ctl.nodes.insert(p.name.clone(), nodes.clone());
                         for n in nodes {
                             if let Err(e) = ctl.sched.add_node(&p.name, n) {
@@ -187,8 +302,14 @@ impl Jobs {
             }
             ctl.pools.insert(p.name.clone(), p.digest.clone());
         }
-        for q in store.list_objects("Queue").await? {
-            if ctl.queues.get(&q.name) == Some(&q.digest) {
+        let queues = store.list_objects("Queue").await?;
+        ctl.queue_teams = queues
+            .iter()
+            .map(|q| (q.name.clone(), q.team.clone().unwrap_or_default()))
+            .collect();
+        for q in queues {
+            // A new pool may give an unchanged queue a quota it could not have before.
+            if !pool_added && ctl.queues.get(&q.name) == Some(&q.digest) {
                 continue;
             }
             let Some(spec) = convert::queue(&q, &ctl.pools) else {
@@ -209,14 +330,16 @@ impl Jobs {
         Ok(())
     }
 
-    /// Writes one job's record (precondition: the generation we hold), with an audit event.
-    async fn save(
+    /// Stages one write of a job's record (precondition: the generation we hold; absent for a
+    /// job never stored), with an audit event when `action` is given. The next `flush`
+    /// commits it; the generation is counted at once, so several writes of one job staged
+    /// before a flush apply in order within its transaction.
+    fn stage(
         &self,
         name: &str,
         t: &mut Tracked,
         actor: &str,
         action: Option<&str>,
-        fresh: bool,
     ) -> Result<(), CoreError> {
         let document = Document {
             api_version: API_VERSION.into(),
@@ -229,7 +352,7 @@ impl Jobs {
         };
         let digest = document_digest(&document);
         let now = now_str();
-        let generation = if fresh { 1 } else { t.generation + 1 };
+        let generation = t.generation + 1;
         let object = StoredObject {
             kind: JOB_KIND.into(),
             name: name.to_string(),
@@ -241,41 +364,106 @@ impl Jobs {
             updated_at: now.clone(),
             updated_by: actor.to_string(),
         };
-        let precondition = if fresh {
+        let precondition = if t.generation == 0 {
             Precondition::Absent
         } else {
             Precondition::Generation(t.generation)
         };
-        let events = match action {
-            Some(a) => vec![NewAuditEvent {
-                ts: now,
-                actor: actor.to_string(),
-                action: a.to_string(),
-                kind: JOB_KIND.into(),
+        let event = action.map(|a| NewAuditEvent {
+            ts: now,
+            actor: actor.to_string(),
+            action: a.to_string(),
+            kind: JOB_KIND.into(),
+            name: name.to_string(),
+            team: Some(t.team.clone()),
+            before_digest: None,
+            after_digest: Some(digest),
+            detail: serde_json::json!({
+                "state": t.record.status.state.as_str(),
+                "attempts": t.record.status.attempts.len(),
+                "message": t.record.status.message,
+            }),
+        });
+        self.writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Write {
                 name: name.to_string(),
-                team: Some(t.team.clone()),
-                before_digest: None,
-                after_digest: Some(digest),
-                detail: serde_json::json!({
-                    "state": t.record.status.state.as_str(),
-                    "attempts": t.record.status.attempts.len(),
-                    "message": t.record.status.message,
-                }),
-            }],
-            None => Vec::new(),
-        };
-        self.platform
-            .store()
-            .commit(Batch {
-                ops: vec![Op::PutObject {
+                op: Op::PutObject {
                     object,
                     precondition,
-                }],
-                events,
-            })
-            .await?;
+                },
+                event,
+            });
         t.generation = generation;
         Ok(())
+    }
+
+    fn take_writes(&self) -> Vec<Write> {
+        std::mem::take(&mut *self.writes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Commits every staged write in one transaction: all of them or none.
+    async fn flush(&self) -> Result<(), CoreError> {
+        let writes = self.take_writes();
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch {
+            ops: Vec::with_capacity(writes.len()),
+            events: Vec::new(),
+        };
+        for w in writes {
+            batch.ops.push(w.op);
+            batch.events.extend(w.event);
+        }
+        self.platform.store().commit(batch).await?;
+        Ok(())
+    }
+
+    /// Commits the staged writes of the controller's own changes in one transaction; if that
+    /// fails, each on its own, and a job whose write still fails has its generation read back
+    /// from the store so its next write (of its whole record) can succeed.
+    async fn flush_best_effort(&self, ctl: &mut Ctl) {
+        let writes = self.take_writes();
+        if writes.is_empty() {
+            return;
+        }
+        let mut batch = Batch {
+            ops: Vec::with_capacity(writes.len()),
+            events: Vec::new(),
+        };
+        let mut single = Vec::with_capacity(writes.len());
+        for w in &writes {
+            batch.ops.push(w.op.clone());
+            batch.events.extend(w.event.clone());
+        }
+        let Err(e) = self.platform.store().commit(batch).await else {
+            return;
+        };
+        tracing::warn!(error = %e, writes = writes.len(), "cannot store job changes together; storing them one by one");
+        for w in writes {
+            let name = w.name.clone();
+            let r = self
+                .platform
+                .store()
+                .commit(Batch {
+                    ops: vec![w.op],
+                    events: w.event.into_iter().collect(),
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(job = %name, error = %e, "cannot save job");
+                single.push(name);
+            }
+        }
+        for name in single {
+            if let Ok(Some(o)) = self.platform.store().get_object(JOB_KIND, &name).await
+                && let Some(t) = ctl.jobs.get_mut(&name)
+            {
+                t.generation = o.generation;
+            }
+        }
     }
 
     /// Validates, checks with the scheduler that some pool could ever run it, stores it.
@@ -283,20 +471,39 @@ impl Jobs {
         self.submit_or_check(who, req, false).await
     }
 
-    /// The checks of `submit` that need neither the store nor the scheduler.
-    pub fn precheck(&self, who: &Identity, name: &str, spec: &JobSpec) -> Result<(), CoreError> {
-        if who.role < Role::Member || !(who.is_admin() || who.in_team(&spec.team)) {
+    fn may_submit(who: &Identity, team: &str) -> Result<(), CoreError> {
+        if who.role < Role::Member || !(who.is_admin() || who.in_team(team)) {
             return Err(CoreError::PermissionDenied(format!(
                 "{} (role {}, team {}) may not submit jobs for team {}: requires member of the team or admin",
                 who.actor(),
                 who.role,
                 who.team.as_deref().unwrap_or("-"),
-                spec.team
+                team
             )));
         }
+        Ok(())
+    }
+
+    /// The checks of `submit` that need neither the store nor the scheduler.
+    pub fn precheck(&self, who: &Identity, name: &str, spec: &JobSpec) -> Result<(), CoreError> {
+        Self::may_submit(who, &spec.team)?;
         plinth_config::kinds::validate_name(name)
             .map_err(|m| CoreError::invalid(format!("name: {m}")))?;
-        convert::validate(spec)
+        convert::validate(spec)?;
+        self.check_runtime(spec)
+    }
+
+    /// `simulatedRuntime` is required by the simulated executor and refused by the local one.
+    fn check_runtime(&self, spec: &JobSpec) -> Result<(), CoreError> {
+        match (&spec.simulated_runtime, self.exec.is_simulated()) {
+            (Some(_), false) => Err(CoreError::invalid(
+                "spec.simulatedRuntime: only a server started with --executor simulated (benchmarks) accepts it; this one runs real processes",
+            )),
+            (None, true) => Err(CoreError::invalid(
+                "spec.simulatedRuntime: required: this server runs the simulated executor (--executor simulated), which starts no process and holds each attempt's resources for this long",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// `submit`, or with `dry_run` every check of it (the scheduler's included) and nothing
@@ -307,95 +514,208 @@ impl Jobs {
         req: SubmitJobRequest,
         dry_run: bool,
     ) -> Result<Job, CoreError> {
-        let spec = req.spec;
-        if who.role < Role::Member || !(who.is_admin() || who.in_team(&spec.team)) {
-            return Err(CoreError::PermissionDenied(format!(
-                "{} (role {}, team {}) may not submit jobs for team {}: requires member of the team or admin",
-                who.actor(),
-                who.role,
-                who.team.as_deref().unwrap_or("-"),
-                spec.team
+        let mut jobs = self.submit_many(who, vec![req], dry_run).await?;
+        jobs.pop()
+            .ok_or_else(|| internal("a submit of one job returned none"))
+    }
+
+    /// Submits jobs together: every check of `submit` for each, then one transaction stores
+    /// them all (or, on any problem, none; the error names the job by its index).
+    pub async fn submit_many(
+        &self,
+        who: &Identity,
+        reqs: Vec<SubmitJobRequest>,
+        dry_run: bool,
+    ) -> Result<Vec<Job>, CoreError> {
+        let single = reqs.len() == 1;
+        if reqs.is_empty() {
+            return Err(CoreError::invalid("jobs: must hold at least one job"));
+        }
+        if reqs.len() > MAX_BATCH {
+            return Err(CoreError::invalid(format!(
+                "jobs: {} jobs is more than the {MAX_BATCH} one request may submit",
+                reqs.len()
             )));
         }
-        let name = match req.name {
-            Some(n) => n,
-            None => generate_name(&spec.command),
+        // Names a problem with the job at index `i` (no prefix for a single submit).
+        let at = |i: usize, name: &str, e: CoreError| -> CoreError {
+            if single {
+                return e;
+            }
+            let prefix = format!("jobs[{i}] (Job/{name})");
+            match e {
+                CoreError::Invalid { message, details } => CoreError::Invalid {
+                    message: format!("{prefix}: {message}"),
+                    details,
+                },
+                CoreError::Conflict(m) => CoreError::Conflict(format!("{prefix}: {m}")),
+                CoreError::PermissionDenied(m) => {
+                    CoreError::PermissionDenied(format!("{prefix}: {m}"))
+                }
+                other => other,
+            }
         };
-        plinth_config::kinds::validate_name(&name)
-            .map_err(|m| CoreError::invalid(format!("name: {m}")))?;
-        convert::validate(&spec)?;
         let store = self.platform.store();
-        let queue = store
-            .get_object("Queue", &spec.queue)
-            .await?
-            .ok_or_else(|| {
-                CoreError::invalid(format!("spec.queue: queue {:?} does not exist", spec.queue))
-            })?;
-        if queue.team.as_deref() != Some(spec.team.as_str()) {
-            return Err(CoreError::invalid(format!(
-                "spec.queue: queue {:?} belongs to team {}, not {}",
-                spec.queue,
-                queue.team.as_deref().unwrap_or("-"),
-                spec.team
-            )));
-        }
-        if store.get_object(JOB_KIND, &name).await?.is_some() {
-            return Err(CoreError::Conflict(format!("Job {name:?} already exists")));
-        }
         let mut ctl = self.ctl.lock().await;
-        self.sync_config(&mut ctl).await?;
-        if !ctl.queues.contains_key(&spec.queue) {
-            return Err(CoreError::invalid(format!(
-                "spec.queue: queue {:?} has no quota on a pool this server runs (local pools only)",
-                spec.queue
-            )));
+        let mut synced = false;
+        let mut names = std::collections::HashSet::new();
+        let mut checked = Vec::with_capacity(reqs.len());
+        for (i, req) in reqs.into_iter().enumerate() {
+            let spec = req.spec;
+            let name = match req.name {
+                Some(n) => n,
+                None => generate_name(&spec.command),
+            };
+            let check = async {
+                Self::may_submit(who, &spec.team)?;
+                plinth_config::kinds::validate_name(&name)
+                    .map_err(|m| CoreError::invalid(format!("name: {m}")))?;
+                convert::validate(&spec)?;
+                self.check_runtime(&spec)?;
+                // Queues as last read; one not known yet may be new: read them again.
+                if !synced
+                    && (!ctl.queue_teams.contains_key(&spec.queue)
+                        || !ctl.queues.contains_key(&spec.queue))
+                {
+                    self.sync_config(&mut ctl).await?;
+                    synced = true;
+                }
+                match ctl.queue_teams.get(&spec.queue).cloned() {
+                    None => Err(CoreError::invalid(format!(
+                        "spec.queue: queue {:?} does not exist",
+                        spec.queue
+                    ))),
+                    Some(t) if t != spec.team => Err(CoreError::invalid(format!(
+                        "spec.queue: queue {:?} belongs to team {}, not {}",
+                        spec.queue,
+                        if t.is_empty() { "-" } else { t.as_str() },
+                        spec.team
+                    ))),
+                    Some(_) => Ok(()),
+                }?;
+                if !names.insert(name.clone()) {
+                    return Err(CoreError::Conflict(format!(
+                        "Job {name:?} appears twice in this request"
+                    )));
+                }
+                // One job: a clear error now; many: the commit's precondition catches it.
+                if single && store.get_object(JOB_KIND, &name).await?.is_some() {
+                    return Err(CoreError::Conflict(format!("Job {name:?} already exists")));
+                }
+                Ok::<(), CoreError>(())
+            };
+            check.await.map_err(|e| at(i, &name, e))?;
+            checked.push((name, spec));
         }
         let ms = now_ms();
-        let id = ctl
-            .sched
-            .submit(convert::sched_job(&spec), ms)
-            .map_err(|r| CoreError::invalid(format!("spec: rejected: {}", r.reason)))?;
-        if dry_run {
-            let _ = ctl.sched.cancel(id, ms);
-        }
         let now = now_str();
-        let mut t = Tracked {
-            team: spec.team.clone(),
-            generation: 0,
-            created_at: now.clone(),
-            record: JobRecord {
-                spec,
-                status: JobStatus {
-                    state: JobState::Pending,
-                    submitted_at: now,
-                    submitted_by: who.actor(),
-                    submitted_ms: i64::try_from(ms).unwrap_or(i64::MAX),
-                    admitted_at: None,
-                    finished_at: None,
-                    attempts: Vec::new(),
-                    wait_reason: Some("not yet considered by the scheduler".into()),
-                    message: None,
-                    cancel_requested: false,
-                },
-            },
-            sched: Some(id),
-        };
-        if dry_run {
-            return Ok(view(&name, &t));
+        let mut ids = Vec::with_capacity(checked.len());
+        let mut problem = None;
+        for (i, (name, spec)) in checked.iter().enumerate() {
+            if ctl.jobs.contains_key(name) {
+                problem = Some(at(
+                    i,
+                    name,
+                    CoreError::Conflict(format!("Job {name:?} already exists")),
+                ));
+                break;
+            }
+            if !ctl.queues.contains_key(&spec.queue) {
+                problem = Some(at(
+                    i,
+                    name,
+                    CoreError::invalid(format!(
+                        "spec.queue: queue {:?} has no quota on a pool this server runs (local pools only)",
+                        spec.queue
+                    )),
+                ));
+                break;
+            }
+            match ctl.sched.submit(convert::sched_job(spec), ms) {
+                Ok(id) => ids.push(id),
+                Err(r) => {
+                    problem = Some(at(
+                        i,
+                        name,
+                        CoreError::invalid(format!("spec: rejected: {}", r.reason)),
+                    ));
+                    break;
+                }
+            }
         }
-        if let Err(e) = self
-            .save(&name, &mut t, &who.actor(), Some("job.submit"), true)
-            .await
-        {
-            let _ = ctl.sched.cancel(id, ms);
+        if dry_run || problem.is_some() {
+            for id in &ids {
+                let _ = ctl.sched.cancel(*id, ms);
+            }
+        }
+        if let Some(e) = problem {
             return Err(e);
         }
-        let job = view(&name, &t);
-        ctl.by_id.insert(id, name.clone());
-        ctl.jobs.insert(name, t);
+        let mut tracked = Vec::with_capacity(checked.len());
+        for ((name, spec), id) in checked.into_iter().zip(ids.iter().copied()) {
+            let t = Tracked {
+                team: spec.team.clone(),
+                generation: 0,
+                created_at: now.clone(),
+                record: JobRecord {
+                    spec,
+                    status: JobStatus {
+                        state: JobState::Pending,
+                        submitted_at: now.clone(),
+                        submitted_by: who.actor(),
+                        submitted_ms: i64::try_from(ms).unwrap_or(i64::MAX),
+                        admitted_at: None,
+                        finished_at: None,
+                        attempts: Vec::new(),
+                        wait_reason: Some("not yet considered by the scheduler".into()),
+                        message: None,
+                        cancel_requested: false,
+                    },
+                },
+                sched: Some(id),
+                reason_ms: 0,
+            };
+            tracked.push((name, t));
+        }
+        if dry_run {
+            return Ok(tracked.iter().map(|(n, t)| view(n, t)).collect());
+        }
+        let mut staged = Ok(());
+        for (name, t) in tracked.iter_mut() {
+            staged = self.stage(name, t, &who.actor(), Some("job.submit"));
+            if staged.is_err() {
+                break;
+            }
+        }
+        let stored = match staged {
+            Ok(()) => self.flush().await,
+            Err(e) => {
+                self.take_writes();
+                Err(e)
+            }
+        };
+        if let Err(e) = stored {
+            for id in &ids {
+                let _ = ctl.sched.cancel(*id, ms);
+            }
+            return Err(match e {
+                CoreError::Conflict(m) if !single => {
+                    CoreError::Conflict(format!("{m}; no job of this request was stored"))
+                }
+                other => other,
+            });
+        }
+        let mut out = Vec::with_capacity(tracked.len());
+        for (name, t) in tracked {
+            out.push(view(&name, &t));
+            if let Some(id) = t.sched {
+                ctl.by_id.insert(id, name.clone());
+            }
+            ctl.jobs.insert(name, t);
+        }
         drop(ctl);
         self.wake.notify_one();
-        Ok(job)
+        Ok(out)
     }
 
     /// One job, if `who` may read it.
@@ -500,8 +820,8 @@ impl Jobs {
                 t.record.status.message = Some(format!("cancelled by {}", who.actor()));
             }
         }
-        self.save(name, t, &who.actor(), Some("job.cancel"), false)
-            .await?;
+        self.stage(name, t, &who.actor(), Some("job.cancel"))?;
+        self.flush().await?;
         let out = view(name, t);
         if out.status.state.is_terminal() {
             jobs.remove(name);
@@ -579,6 +899,7 @@ impl Jobs {
                 created_at,
                 record,
                 sched: None,
+                reason_ms: 0,
             };
             let running = t
                 .record
@@ -687,22 +1008,59 @@ impl Jobs {
                     t.record.status.state = JobState::Failed;
                     t.record.status.finished_at = Some(now_str());
                     t.record.status.message = Some(format!("rejected after restart: {}", r.reason));
-                    if let Err(e) = self
-                        .save(&name, &mut t, SYSTEM, Some("job.finish"), false)
-                        .await
-                    {
+                    if let Err(e) = self.stage(&name, &mut t, SYSTEM, Some("job.finish")) {
                         tracing::warn!(job = %name, error = %e, "cannot save job");
                     }
                 }
             }
         }
+        self.flush_best_effort(&mut ctl).await;
         Ok(())
     }
 
-    /// One pass: config, admissions, preemptions, finished attempts, wait reasons, metrics.
+    /// One pass: admissions, preemptions, finished attempts; every TICK also config, wait
+    /// reasons and metrics. The job changes of a pass are stored in one transaction.
     async fn tick(&self) -> Result<(), CoreError> {
         let mut ctl = self.ctl.lock().await;
-        self.sync_config(&mut ctl).await?;
+        let full = ctl.last_full.is_none_or(|t| t.elapsed() >= TICK);
+        if full {
+            ctl.last_full = Some(Instant::now());
+            if let Err(e) = self.sync_config(&mut ctl).await {
+                tracing::warn!(error = %e, "job controller: cannot read pools and queues");
+            }
+        }
+        // Attempts that ended since the last pass, first, so their resources are free.
+        let running: Vec<(String, u32)> = if self.exec.is_simulated() {
+            Vec::new()
+        } else {
+            ctl.jobs
+                .iter()
+                .filter_map(|(n, t)| {
+                    t.record
+                        .status
+                        .attempts
+                        .last()
+                        .filter(|a| a.ended_at.is_none())
+                        .map(|a| (n.clone(), a.n))
+                })
+                .collect()
+        };
+        for outcome in self.exec.ended(running) {
+            let name = outcome.id.job_id.clone();
+            let current = ctl.jobs.get(&name).and_then(|t| {
+                t.record
+                    .status
+                    .attempts
+                    .last()
+                    .filter(|a| a.ended_at.is_none())
+                    .map(|a| a.n)
+            });
+            if current == Some(outcome.id.attempt)
+                && let Some(t) = ctl.jobs.remove(&name)
+            {
+                self.attempt_ended(&mut ctl, &name, t, &outcome).await;
+            }
+        }
         let ms = now_ms();
         for d in ctl.sched.schedule(ms) {
             match d {
@@ -739,53 +1097,35 @@ impl Jobs {
                 }
             }
         }
-        // Running attempts that ended.
-        let running: Vec<(String, u32)> = ctl
-            .jobs
-            .iter()
-            .filter_map(|(n, t)| {
-                t.record
-                    .status
-                    .attempts
-                    .last()
-                    .filter(|a| a.ended_at.is_none())
-                    .map(|a| (n.clone(), a.n))
-            })
-            .collect();
-        for (name, n) in running {
-            match self.exec.status(&AttemptId::new(&name, n)) {
-                Ok(AttemptStatus::Finished(outcome)) => {
-                    if let Some(t) = ctl.jobs.remove(&name) {
-                        self.attempt_ended(&mut ctl, &name, t, &outcome).await;
+        if full {
+            // Wait reasons that changed, of jobs that have waited a pass at least (a job
+            // admitted within its first pass never needs one stored); a job's reason is
+            // stored again at most every REASON_EVERY_MS, as its figures change often.
+            let settled = i64::try_from(ms.saturating_sub(TICK.as_millis() as u64)).unwrap_or(0);
+            let Ctl { sched, jobs, .. } = &mut *ctl;
+            for (name, t) in jobs.iter_mut() {
+                if t.record.status.state != JobState::Pending
+                    || t.record.status.submitted_ms > settled
+                {
+                    continue;
+                }
+                let Some(id) = t.sched else { continue };
+                if t.reason_ms != 0 && ms.saturating_sub(t.reason_ms) < REASON_EVERY_MS {
+                    continue;
+                }
+                let why = sched.why(id).ok().flatten().map(|w| w.message);
+                if why.is_some() && why != t.record.status.wait_reason {
+                    t.record.status.wait_reason = why;
+                    t.reason_ms = ms;
+                    if let Err(e) = self.stage(name, t, SYSTEM, None) {
+                        tracing::warn!(job = %name, error = %e, "cannot save wait reason");
                     }
                 }
-                Ok(AttemptStatus::Running { .. }) => {}
-                Err(e) => tracing::warn!(job = %name, error = %e, "cannot read attempt status"),
             }
+            self.update_metrics(&ctl);
+            self.exec.reap();
         }
-        // Wait reasons that changed.
-        let Ctl { sched, jobs, .. } = &mut *ctl;
-        let mut changed = Vec::new();
-        for (name, t) in jobs.iter_mut() {
-            if t.record.status.state != JobState::Pending {
-                continue;
-            }
-            let Some(id) = t.sched else { continue };
-            let why = sched.why(id).ok().flatten().map(|w| w.message);
-            if why.is_some() && why != t.record.status.wait_reason {
-                t.record.status.wait_reason = why;
-                changed.push(name.clone());
-            }
-        }
-        for name in changed {
-            if let Some(t) = jobs.get_mut(&name)
-                && let Err(e) = self.save(&name, t, SYSTEM, None, false).await
-            {
-                tracing::warn!(job = %name, error = %e, "cannot save wait reason");
-            }
-        }
-        self.update_metrics(&ctl);
-        self.exec.reap();
+        self.flush_best_effort(&mut ctl).await;
         Ok(())
     }
 
@@ -890,13 +1230,17 @@ impl Jobs {
         });
         // `AlreadyExists`: the server died after starting this attempt and before recording
         // it; the attempt is adopted (its outcome is polled like any other).
-        match self.exec.start(a) {
-            Ok(_) | Err(ExecError::AlreadyExists { .. }) => {
+        let runtime = t
+            .record
+            .spec
+            .simulated_runtime
+            .as_deref()
+            .and_then(|d| parse_duration(d).ok())
+            .unwrap_or_default();
+        match self.exec.start(a, runtime) {
+            Ok(()) | Err(ExecError::AlreadyExists { .. }) => {
                 t.record.status.state = JobState::Running;
-                if let Err(e) = self
-                    .save(name, &mut t, SYSTEM, Some("job.admit"), false)
-                    .await
-                {
+                if let Err(e) = self.stage(name, &mut t, SYSTEM, Some("job.admit")) {
                     tracing::warn!(job = name, error = %e, "cannot save job");
                 }
                 ctl.jobs.insert(name.to_string(), t);
@@ -956,7 +1300,7 @@ impl Jobs {
                     }
                 }
                 t.record.status.state = JobState::Pending;
-                if let Err(e) = self.save(name, &mut t, SYSTEM, None, false).await {
+                if let Err(e) = self.stage(name, &mut t, SYSTEM, None) {
                     tracing::warn!(job = name, error = %e, "cannot save job");
                 }
                 ctl.jobs.insert(name.to_string(), t);
@@ -1000,10 +1344,7 @@ impl Jobs {
                 t.record.status.state = s;
                 t.record.status.finished_at = Some(now_str());
                 t.record.status.message = Some(msg);
-                if let Err(e) = self
-                    .save(name, &mut t, SYSTEM, Some("job.finish"), false)
-                    .await
-                {
+                if let Err(e) = self.stage(name, &mut t, SYSTEM, Some("job.finish")) {
                     tracing::warn!(job = name, error = %e, "cannot save job");
                 }
             }
@@ -1013,7 +1354,15 @@ impl Jobs {
 
     /// A failed attempt: retry while retries remain, else the job fails (or is lost).
     async fn after_failure(&self, ctl: &mut Ctl, name: &str, mut t: Tracked, msg: &str) {
-        let used = t.record.status.attempts.len() as u32;
+        // Retries count failed attempts; preempted and interrupted ones are not failures.
+        let used = t
+            .record
+            .status
+            .attempts
+            .iter()
+            .filter(|a| !matches!(a.reason.as_deref(), Some("preempted") | Some("interrupted")))
+            .count() as u32;
+        let total = t.record.status.attempts.len();
         let lost = t
             .record
             .status
@@ -1035,7 +1384,7 @@ impl Jobs {
                         "{msg}; retrying ({} of {} retries used)",
                         used, t.record.spec.max_retries
                     ));
-                    if let Err(e) = self.save(name, &mut t, SYSTEM, None, false).await {
+                    if let Err(e) = self.stage(name, &mut t, SYSTEM, None) {
                         tracing::warn!(job = name, error = %e, "cannot save job");
                     }
                     ctl.jobs.insert(name.to_string(), t);
@@ -1047,7 +1396,7 @@ impl Jobs {
             }
         } else {
             t.record.status.message = Some(if t.record.spec.max_retries > 0 {
-                format!("{msg}; no retries left ({} attempts)", used)
+                format!("{msg}; no retries left ({total} attempts, {used} failed)")
             } else {
                 msg.to_string()
             });
@@ -1058,10 +1407,7 @@ impl Jobs {
             JobState::Failed
         };
         t.record.status.finished_at = Some(now_str());
-        if let Err(e) = self
-            .save(name, &mut t, SYSTEM, Some("job.finish"), false)
-            .await
-        {
+        if let Err(e) = self.stage(name, &mut t, SYSTEM, Some("job.finish")) {
             tracing::warn!(job = name, error = %e, "cannot save job");
         }
     }
@@ -1084,6 +1430,21 @@ impl Jobs {
         }
         let mut ctl = self.ctl.lock().await;
         self.sync_config(&mut ctl).await?;
+        let names = self.interrupt_locked(&mut ctl, pool, node, &who.actor())?;
+        self.flush_best_effort(&mut ctl).await;
+        drop(ctl);
+        self.wake.notify_one();
+        Ok(names)
+    }
+
+    /// The interruption itself, for `interrupt_node` and the chaos loop.
+    fn interrupt_locked(
+        &self,
+        ctl: &mut Ctl,
+        pool: &str,
+        node: &str,
+        actor: &str,
+    ) -> Result<Vec<String>, CoreError> {
         let spec = ctl
             .nodes
             .get(pool)
@@ -1098,6 +1459,20 @@ impl Jobs {
             .sched
             .remove_node(pool, node)
             .map_err(|e| CoreError::NotFound(e.to_string()))?;
+        let names = self.stop_victims(
+            ctl,
+            victims,
+            &format!("interrupted: node {node} of pool {pool} was reclaimed by {actor}"),
+        );
+        if let Err(e) = ctl.sched.add_node(pool, spec) {
+            tracing::warn!(pool, node, error = %e, "cannot add the replacement node");
+        }
+        Ok(names)
+    }
+
+    /// Stops the attempts of jobs whose node went away (reason `interrupted`: they wait
+    /// again, keeping their place); returns their names.
+    fn stop_victims(&self, ctl: &mut Ctl, victims: Vec<JobId>, message: &str) -> Vec<String> {
         let mut names = Vec::new();
         for v in victims {
             let Some(name) = ctl.by_id.get(&v).cloned() else {
@@ -1114,19 +1489,86 @@ impl Jobs {
                 {
                     tracing::warn!(job = %name, error = %e, "cannot stop attempt");
                 }
-                t.record.status.message = Some(format!(
-                    "interrupted: node {node} of pool {pool} was reclaimed by {}",
-                    who.actor()
-                ));
+                t.record.status.message = Some(message.to_string());
             }
             names.push(name);
         }
-        if let Err(e) = ctl.sched.add_node(pool, spec) {
-            tracing::warn!(pool, node, error = %e, "cannot add the replacement node");
+        names
+    }
+
+    /// A re-applied pool: nodes it no longer has (or whose size changed) leave the
+    /// scheduler, their jobs' attempts are stopped as interrupted and wait again; new nodes
+    /// join. Other changes (accelerator type, procurement, region) need a restart.
+    fn resize_pool(&self, ctl: &mut Ctl, pool: &str, nodes: Vec<plinth_sched::NodeSpec>) {
+        let old = ctl.nodes.get(pool).cloned().unwrap_or_default();
+        let mut victims = Vec::new();
+        for n in &old {
+            if nodes.iter().any(|m| m == n) {
+                continue;
+            }
+            match ctl.sched.remove_node(pool, &n.name) {
+                Ok(v) => victims.extend(v),
+                Err(e) => tracing::warn!(pool, node = %n.name, error = %e, "cannot remove node"),
+            }
         }
+        for m in &nodes {
+            if old.iter().any(|n| n == m) {
+                continue;
+            }
+            if let Err(e) = ctl.sched.add_node(pool, m.clone()) {
+                tracing::warn!(pool, node = %m.name, error = %e, "cannot add node");
+            }
+        }
+        tracing::info!(pool, nodes = nodes.len(), "job controller: pool changed");
+        ctl.nodes.insert(pool.to_string(), nodes);
+        let names = self.stop_victims(
+            ctl,
+            victims,
+            &format!("interrupted: its node left pool {pool} when the pool was changed"),
+        );
+        if !names.is_empty() {
+            tracing::info!(pool, jobs = ?names, "jobs stopped by a pool change wait again");
+        }
+    }
+
+    /// Chaos testing: each node of each spot pool is interrupted at random, `per_hour` times
+    /// an hour on average (a Poisson process), as `plinth pool interrupt` does it.
+    async fn chaos_step(&self) {
+        let Some(chaos) = &self.chaos else { return };
+        let mut ctl = self.ctl.lock().await;
+        let picks: Vec<(String, String)> = {
+            let mut c = chaos.lock().unwrap_or_else(|p| p.into_inner());
+            let dt = c.last.elapsed().as_secs_f64();
+            c.last = Instant::now();
+            let p = 1.0 - (-c.per_hour / 3600.0 * dt).exp();
+            let mut picks = Vec::new();
+            for (pool, nodes) in &ctl.nodes {
+                if ctl.procurement.get(pool) != Some(&Procurement::Spot) {
+                    continue;
+                }
+                for n in nodes {
+                    if c.next() < p {
+                        picks.push((pool.clone(), n.name.clone()));
+                    }
+                }
+            }
+            picks
+        };
+        if picks.is_empty() {
+            return;
+        }
+        for (pool, node) in picks {
+            match self.interrupt_locked(&mut ctl, &pool, &node, CHAOS) {
+                Ok(jobs) if !jobs.is_empty() => {
+                    tracing::info!(pool, node, jobs = ?jobs, "chaos: spot node interrupted")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(pool, node, error = %e, "chaos: cannot interrupt"),
+            }
+        }
+        self.flush_best_effort(&mut ctl).await;
         drop(ctl);
         self.wake.notify_one();
-        Ok(names)
     }
 
     /// What each queue's admitted jobs use, per pool (for the console).
@@ -1141,6 +1583,7 @@ impl Jobs {
                         pool: u.pool,
                         gpus: u.gpus_used,
                         borrowed: u.gpus_borrowed,
+                        lent: u.gpus_lent,
                         cpus: u.cpus_used,
                     });
                 }
@@ -1157,6 +1600,8 @@ pub struct QueueUsage {
     pub pool: String,
     pub gpus: f64,
     pub borrowed: f64,
+    /// Of its nominal quota, what the cohort's borrowers use.
+    pub lent: f64,
     pub cpus: f64,
 }
 
