@@ -11,6 +11,7 @@ PLINTH_UPDATE_SCREENSHOTS=1 it is also copied to docs/console-overview.png.
 
 import os
 import pathlib
+import re
 import shutil
 import sys
 import tempfile
@@ -252,8 +253,11 @@ def test_admin_walks_every_page(browser, demo_server):
     assert "shared" in serve.text and "100" in serve.text
     train = browser.find_element(By.ID, "queue-research-train").text
     assert "gpu-a: 8 GPUs" in train and "10" in train
-    texts = svg_texts(browser, "queue-quota-chart")
-    assert "research-train" in texts and "8 GPUs" in texts and "4 GPUs" in texts
+    # The usage chart: one bar per queue, its value "USED of NOMINAL GPUs".
+    texts = svg_texts(browser, "queue-usage-chart")
+    assert "research-train" in texts and "product-serve" in texts
+    assert any(re.fullmatch(r"[0-9.]+ of 8 GPUs.*", t) for t in texts), texts
+    assert any(re.fullmatch(r"[0-9.]+ of 4 GPUs.*", t) for t in texts), texts
 
     # Audit: the applies are there, and the filters narrow them.
     nav(browser, "nav-audit", "Audit log")
