@@ -255,61 +255,22 @@ fn cancel_and_timeout_stop_the_process() {
 #[test]
 fn impossible_jobs_are_rejected_and_over_quota_jobs_wait() {
     let (s, m) = setup();
-    let (code, _, err) = s.cli(
-        &m,
-        &[
-            "job", "submit", "--team", "team-a", "--cpus", "64", "--", "true",
-        ],
-    );
-    assert_eq!(code, 3, "{err}");
-    assert!(err.contains("rejected"), "{err}");
-    let (code, _, err) = s.cli(
-        &m,
-        &[
-            "job",
-            "submit",
-            "--team",
-            "team-a",
-            "--gpus",
-            "1",
-            "--gpu-type",
-            "nvidia-nope",
-            "--",
-            "true",
-        ],
-    );
-    assert_eq!(code, 3, "{err}");
-    let (code, _, err) = s.cli(
-        &m,
-        &[
-            "job",
-            "submit",
-            "--team",
-            "team-a",
-            "--max-runtime",
-            "soon",
-            "--",
-            "true",
-        ],
-    );
-    assert_eq!(code, 3, "{err}");
-    assert!(err.contains("maxRuntime"), "{err}");
-    // Only the benchmarks' simulated executor honours a declared runtime.
-    let (code, _, err) = s.cli(
-        &m,
-        &[
-            "job",
-            "submit",
-            "--team",
-            "team-a",
-            "--simulated-runtime",
-            "1s",
-            "--",
-            "true",
-        ],
-    );
-    assert_eq!(code, 3, "{err}");
-    assert!(err.contains("simulatedRuntime"), "{err}");
+    // Each request is refused at submit (exit 3) with an error naming what is wrong; only the
+    // benchmarks' simulated executor honours a declared runtime.
+    let refused: [(&[&str], &str); 4] = [
+        (&["--cpus", "64"], "rejected"),
+        (&["--gpus", "1", "--gpu-type", "nvidia-nope"], ""),
+        (&["--max-runtime", "soon"], "maxRuntime"),
+        (&["--simulated-runtime", "1s"], "simulatedRuntime"),
+    ];
+    for (flags, names) in refused {
+        let mut args = vec!["job", "submit", "--team", "team-a"];
+        args.extend_from_slice(flags);
+        args.extend(["--", "true"]);
+        let (code, _, err) = s.cli(&m, &args);
+        assert_eq!(code, 3, "{flags:?}: {err}");
+        assert!(err.contains(names), "{flags:?}: {err}");
+    }
 
     // Each job takes both cores of the queue's quota: the second waits for the first.
     let first = s.data_dir.join("release-first");
