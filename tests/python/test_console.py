@@ -349,8 +349,44 @@ def test_pages_render_with_no_objects(browser, fresh_server):
     nav(browser, "nav-contracts", "Data contracts")
     assert "No data contracts yet" in browser.find_element(By.ID, "contracts-empty").text
     assert has(browser, "#versions-empty")
+    nav(browser, "nav-deployments", "Deployments")
+    assert "No deployments yet" in browser.find_element(By.ID, "deployments-empty").text
+    nav(browser, "nav-models", "Models")
+    assert "No registered models yet" in browser.find_element(By.ID, "models-empty").text
+    nav(browser, "nav-cost", "Cost")
+    assert "No usage in this period" in browser.find_element(By.ID, "cost-empty").text
+    assert "No budgets" in browser.find_element(By.ID, "budgets-empty").text
     nav(browser, "nav-audit", "Audit log")
     assert [r.get_attribute("data-seq") for r in rows(browser, "audit-table")] == ["1"]
+
+
+def test_models_page_shows_stages_gate_verdicts_and_lineage(browser, fresh_server):
+    s = fresh_server
+    policy = {"apiVersion": "plinth/v1", "kind": "ReleasePolicy", "metadata": {"name": "churn"},
+              "spec": {"model": "churn", "metrics": [{"metric": "auc", "min": 0.8}]}}
+    status, body = s.request("POST", "/api/v1/apply", {"documents": [{"document": policy}]})
+    assert status == 200, body
+    for auc in (0.9, 0.7):
+        status, body = s.request("POST", "/api/v1/models/churn/versions",
+                                 {"source": "s3://m/churn", "manifest": {"evalMetrics": {"auc": auc}, "codeCommit": "c0ffee"}})
+        assert status == 201, body
+    status, body = s.request("POST", "/api/v1/models/churn/versions/1/promote", {"to": "production"})
+    assert status == 200, body
+    sign_in_ok(browser, s, s.token)
+    nav(browser, "nav-models", "Models")
+    assert row_names(browser, "models-table") == ["churn"]
+    assert browser.find_element(By.CSS_SELECTOR, "#model-churn td[data-production]").get_attribute("data-production") == "1"
+    browser.find_element(By.CSS_SELECTOR, "#model-churn a.name").click()
+    wait_h1(browser, "churn")
+    assert browser.find_element(By.CSS_SELECTOR, "[data-stage=production]").text == "v1"
+    gates = {r.get_attribute("data-version"): r.find_element(By.CSS_SELECTOR, "[data-gates]").get_attribute("data-gates")
+             for r in rows(browser, "model-versions-table")}
+    assert gates == {"1": "passed", "2": "failed"}
+    failing = browser.find_element(By.CSS_SELECTOR, "#version-2 li.fail").text
+    assert failing == "FAIL metric auc >= 0.8: auc = 0.7"
+    browser.find_element(By.CSS_SELECTOR, "#version-1 a[href^='/console/lineage']").click()
+    wait_for(browser, lambda d: "model:churn@1" in d.page_source)
+    assert "/console/lineage" in path_of(browser)
 
 
 def test_contracts_page_shows_dataset_versions(browser, tmp_path):

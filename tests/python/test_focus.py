@@ -10,6 +10,10 @@ focus-validator 1.0.0 still checks five pre-1.0 column names for its "1.0" rule 
 where FOCUS 1.0 names them InvoiceIssuerName, ProviderName, PublisherName, ResourceId and
 ChargeCategory. The spec-named export must fail nothing but those rules; the export written
 with `legacy_column_aliases` (which also writes the old names) must fail nothing at all.
+
+The same checks run on files exported through a real server (`GET /api/v1/cost/export`, what
+`plinth cost export --focus` downloads) from usage recorded over its API on priced pools,
+reserved capacity included.
 """
 
 import json
@@ -137,3 +141,83 @@ def test_exported_amounts_add_up(exports):
     # Untagged spend has no sub-account (team).
     untagged = frame[frame["SubAccountId"].isna() & (frame["ResourceType"] == "Job")]
     assert untagged["EffectiveCost"].sum() == pytest.approx(totals["untagged"], abs=1e-6)
+
+
+SERVER_POOLS = """
+apiVersion: plinth/v1
+kind: Pool
+metadata: {name: h100}
+spec: {nodes: 1, cpusPerNode: 16, memoryGibPerNode: 64, accelerator: {type: nvidia-h100, count: 4}, procurement: reserved, pricePerGpuHour: 2.0, pricePerNodeHour: 1.6, region: eu-west}
+---
+apiVersion: plinth/v1
+kind: Pool
+metadata: {name: spot}
+spec: {nodes: 2, cpusPerNode: 8, memoryGibPerNode: 32, accelerator: {type: nvidia-l4, count: 1}, procurement: spot, pricePerGpuHour: 0.5}
+"""
+
+
+def usage(rid, pool, procurement, start, end, gpus, tags):
+    return {
+        "source": "import", "id": rid, "workload": "job", "workloadName": rid.split("/")[0],
+        "attempt": 1, "pool": pool, "procurement": procurement, "start": start, "end": end,
+        "requestGpus": gpus, "requestCpus": 2.0, "requestMemoryGib": 8.0,
+        "usageGpus": 0.0, "usageCpus": 1.0, "usageMemoryGib": 4.0, "tags": tags, "inferences": 0,
+    }
+
+
+@pytest.fixture(scope="module")
+def server_exports(plinth_server, tmp_path_factory):
+    plinth_server.apply_yaml(SERVER_POOLS)
+    records = [
+        usage("train/1", "h100", "reserved", "2026-11-02T00:00:00Z", "2026-11-02T05:00:00Z", 2.0,
+              {"team": "ml", "model": "llama", "env": "production"}),
+        usage("tune/1", "spot", "spot", "2026-11-02T22:00:00Z", "2026-11-03T02:00:00Z", 1.0,
+              {"team": "web", "project": "chat"}),
+        usage("stray/1", "spot", "spot", "2026-11-03T03:00:00Z", "2026-11-03T04:00:00Z", 1.0, {}),
+    ]
+    status, body = plinth_server.request("POST", "/api/v1/cost/usage", {"records": records})
+    assert status == 200 and body == {"inserted": 3, "duplicates": 0}, body
+    out = tmp_path_factory.mktemp("server-focus")
+    for version in ["1.0", "1.2"]:
+        status, text = plinth_server.request(
+            "GET", f"/api/v1/cost/export?focus={version}&format=csv&from=2026-11-02&to=2026-11-03")
+        assert status == 200, text
+        (out / f"focus-{version}.csv").write_text(text)
+    status, report = plinth_server.request(
+        "GET", "/api/v1/cost/report?by=team&from=2026-11-02&to=2026-11-03")
+    assert status == 200, report
+    return out, report
+
+
+@pytest.mark.parametrize("name", ["focus-1.0.csv", "focus-1.2.csv"])
+def test_server_export_fails_no_rule_of_a_column_plinth_fills(server_exports, tmp_path, name):
+    out, _ = server_exports
+    path = out / name
+    cols = set(columns_of(path))
+    passed, failed = validate(path, tmp_path)
+    assert set(failed) <= LEGACY_NAME_RULES, failed
+    checked = set(passed.values())
+    for must in ["BilledCost", "EffectiveCost", "ListCost", "BillingCurrency", "ChargePeriodStart",
+                 "CommitmentDiscountStatus", "PricingCategory", "RegionId", "Tags", "SubAccountId"]:
+        assert must in cols, must
+        assert must in checked, must
+    if name == "focus-1.2.csv":
+        assert {"ServiceSubcategory", "PricingCurrency", "SkuMeter"} <= cols
+
+
+def test_server_export_adds_up_to_its_report(server_exports):
+    out, report = server_exports
+    frame = pd.read_csv(out / "focus-1.0.csv")
+    r = report["report"]
+    # Every charge and idle capacity: EffectiveCost sums to allocated + idle.
+    assert frame["EffectiveCost"].sum() == pytest.approx(r["allocated_total"] + r["idle_total"], abs=1e-6)
+    # 2 GPUs × 5 h × 2.00 of reserved capacity is covered usage: billed 0, effective 20.
+    train = frame[(frame["ResourceName"] == "train") & (frame["SkuId"] == "h100/gpu")]
+    assert train["EffectiveCost"].sum() == pytest.approx(20.0)
+    assert (train["BilledCost"] == 0).all()
+    assert (train["CommitmentDiscountStatus"] == "Used").all()
+    # The untagged spot hour has no sub-account and shows in the report's untagged total.
+    stray = frame[frame["ResourceName"] == "stray"]
+    assert stray["SubAccountId"].isna().all()
+    assert stray["EffectiveCost"].sum() == pytest.approx(r["untagged_total"])
+    assert report["untaggedRecords"] == ["import/stray/1"]

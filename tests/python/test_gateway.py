@@ -1,9 +1,11 @@
 """The gateway driven by the official `openai` Python client.
 
-Runs `plinth gateway` (the real binary, built by `cargo build`) in front of a small
-OpenAI-compatible test upstream written here (a threaded `http.server`), then checks chat,
+Runs the real binary (built by `cargo build`) in front of a small OpenAI-compatible test upstream
+written here (a threaded `http.server`), twice: `plinth gateway` alone with its deployments from
+a file and keys on the command line, and `plinth serve`'s gateway port with the same deployments
+applied as `Deployment` resources and a server token as the API key. Each time it checks chat,
 streaming (with usage), embeddings, the model list, error mapping, fallback on 5xx, 429 and the
-usage records the gateway writes.
+usage records (the standalone gateway's usage log; the server's stored usage rows).
 """
 
 import json
@@ -86,55 +88,115 @@ def start_upstream(name, mode="ok"):
     return srv
 
 
-@pytest.fixture(scope="module")
-def gateway():
+def deployments(good, bad, spare):
+    def v1(url):
+        return [{"name": "v1", "weight": 1, "upstreams": [url]}]
+
+    return [
+        {"name": "chat", "models": ["chat-model", "embed-model"], "versions": v1(good)},
+        {"name": "flaky", "models": ["flaky-model"], "fallbacks": ["spare"], "versions": v1(bad)},
+        {"name": "spare", "models": ["spare-model"], "versions": v1(spare)},
+        {"name": "limited", "models": ["limited-model"], "versions": v1(good),
+         "limits": [{"scope": "key", "windowSeconds": 60, "requests": 1}]},
+    ]
+
+
+class Standalone:
+    """`plinth gateway` from a file (JSON is YAML), one key, usage in a JSON-lines log."""
+
+    key_id = "key-py"
+
+    def __init__(self, deps):
+        self.tmp = tempfile.TemporaryDirectory()
+        path = pathlib.Path(self.tmp.name) / "deployments.yaml"
+        path.write_text(json.dumps({"deployments": deps}))
+        self.usage_log = pathlib.Path(self.tmp.name) / "usage.jsonl"
+        self.proc = subprocess.Popen(
+            [str(BINARY), "gateway", "--deployments", str(path), "--listen", "127.0.0.1:0",
+             "--key", f"{KEY}=team-py:{self.key_id}", "--usage-log", str(self.usage_log)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        line = self.proc.stdout.readline()
+        assert "listening on http://" in line, line
+        self.base = line.strip().split("listening on ")[1] + "/v1"
+        self.key = KEY
+
+    def records(self):
+        text = self.usage_log.read_text() if self.usage_log.exists() else ""
+        # Only whole lines: the gateway may be halfway through writing the last one.
+        return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.tmp.cleanup()
+
+
+class Served:
+    """`plinth serve`'s gateway port: the deployments stored, a server token as the key, usage
+    rows read back from the API."""
+
+    def __init__(self, deps):
+        from conftest import start_server
+
+        self.server = start_server({"PLINTH_GATEWAY_LISTEN": "127.0.0.1:0"})
+        docs = [{"apiVersion": "plinth/v1", "kind": "Team", "metadata": {"name": "team-py"}, "spec": {}}]
+        for d in deps:
+            spec = {k: v for k, v in d.items() if k != "name"}
+            docs.append({"apiVersion": "plinth/v1", "kind": "Deployment",
+                         "metadata": {"name": d["name"]}, "spec": {"team": "team-py", **spec}})
+        self.server.apply_yaml("\n---\n".join(json.dumps(d) for d in docs))
+        status, created = self.server.request(
+            "POST", "/api/v1/tokens", {"team": "team-py", "role": "member", "name": "py-openai"})
+        assert status in (200, 201), created
+        self.key, self.key_id = created["token"], created["info"]["id"]
+        self.names = [d["name"] for d in deps]
+        status, gw = self.server.request("GET", "/api/v1/gateway")
+        assert status == 200 and gw["url"], gw
+        self.base = gw["url"]
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            status, gw = self.server.request("GET", "/api/v1/gateway")
+            if sorted(d["name"] for d in gw["deployments"]) == sorted(self.names):
+                break
+            time.sleep(0.1)
+
+    def records(self):
+        out = []
+        for name in self.names:
+            status, rows = self.server.request("GET", f"/api/v1/deployments/{name}/usage")
+            assert status == 200, rows
+            for r in rows:
+                t = r["tags"]
+                out.append({
+                    "team": t["team"], "key_id": t["key"], "deployment": t["deployment"],
+                    "served_by": t["servedBy"], "operation": t["operation"],
+                    "status": int(t["status"]), "tokens_in": int(t["tokensIn"]),
+                    "tokens_out": int(t["tokensOut"]), "cache_hit": t["cacheHit"] == "true",
+                    "fallback_used": t["fallbackUsed"] == "true",
+                })
+        return out
+
+    def stop(self):
+        from conftest import stop_server
+
+        stop_server(self.server)
+
+
+@pytest.fixture(scope="module", params=[Standalone, Served], ids=["standalone", "serve"])
+def gateway(request):
     if not BINARY.exists():
         pytest.fail(f"{BINARY} does not exist: run `cargo build` first")
     good = start_upstream("good")
     bad = start_upstream("bad", mode="500")
     spare = start_upstream("spare")
     g, b, s = (f"http://127.0.0.1:{u.server_address[1]}" for u in (good, bad, spare))
-    yaml = f"""
-deployments:
-  - name: chat
-    models: [chat-model, embed-model]
-    versions:
-      - {{ name: v1, weight: 1, upstreams: ["{g}"] }}
-  - name: flaky
-    models: [flaky-model]
-    fallbacks: [spare]
-    versions:
-      - {{ name: v1, weight: 1, upstreams: ["{b}"] }}
-  - name: spare
-    models: [spare-model]
-    versions:
-      - {{ name: v1, weight: 1, upstreams: ["{s}"] }}
-  - name: limited
-    models: [limited-model]
-    limits:
-      - {{ scope: key, windowSeconds: 60, requests: 1 }}
-    versions:
-      - {{ name: v1, weight: 1, upstreams: ["{g}"] }}
-"""
-    tmp = tempfile.TemporaryDirectory()
-    path = pathlib.Path(tmp.name) / "deployments.yaml"
-    path.write_text(yaml)
-    usage_log = pathlib.Path(tmp.name) / "usage.jsonl"
-    proc = subprocess.Popen(
-        [str(BINARY), "gateway", "--deployments", str(path), "--listen", "127.0.0.1:0",
-         "--key", f"{KEY}=team-py:key-py", "--usage-log", str(usage_log)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    line = proc.stdout.readline()
-    assert "listening on http://" in line, line
-    base = line.strip().split("listening on ")[1]
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0)
-    yield client, {"good": good, "bad": bad, "spare": spare, "usage_log": usage_log}
-    proc.terminate()
-    proc.wait(timeout=10)
+    runner = request.param(deployments(g, b, s))
+    client = openai.OpenAI(base_url=runner.base, api_key=runner.key, max_retries=0)
+    yield client, {"good": good, "bad": bad, "spare": spare, "runner": runner}
+    runner.stop()
     for u in (good, bad, spare):
         u.shutdown()
-    tmp.cleanup()
 
 
 def test_chat(gateway):
@@ -207,18 +269,17 @@ def test_every_request_is_metered(gateway):
     """The usage log holds one record per request, with the key's team and upstream tokens."""
     client, ups = gateway
     client.chat.completions.create(model="chat-model", messages=[{"role": "user", "content": "meter"}])
+    runner = ups["runner"]
     deadline = time.time() + 10
     records = []
     while time.time() < deadline:
-        text = ups["usage_log"].read_text() if ups["usage_log"].exists() else ""
-        # Only whole lines: the gateway may be halfway through writing the last one.
-        records = [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
+        records = runner.records()
         if any(r["status"] == 200 and r["tokens_in"] == 7 for r in records):
             break
         time.sleep(0.1)
     chat = [r for r in records if r["deployment"] == "chat" and r["operation"] == "chat"]
     assert chat, records
-    assert all(r["team"] == "team-py" and r["key_id"] == "key-py" for r in chat)
+    assert all(r["team"] == "team-py" and r["key_id"] == runner.key_id for r in chat)
     assert any(r["tokens_in"] == 7 and r["tokens_out"] == 4 and not r["cache_hit"] for r in chat)
     assert any(r["fallback_used"] and r["served_by"] == "spare" for r in records)
     assert any(r["status"] == 429 for r in records)

@@ -102,7 +102,12 @@ impl Client {
         req
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Failure> {
+    /// Sends a request and returns the body of a successful answer with its headers; an error
+    /// answer becomes a failure (the server's error when it sent one).
+    async fn fetch(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(Vec<u8>, reqwest::header::HeaderMap), Failure> {
         let resp = req.send().await.map_err(|e| {
             Failure::new(
                 7,
@@ -114,6 +119,7 @@ impl Client {
             )
         })?;
         let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes = resp.bytes().await.map_err(|e| {
             Failure::new(7, format!("reading the response from {}: {e}", self.server))
         })?;
@@ -129,6 +135,11 @@ impl Client {
                 ),
             ));
         }
+        Ok((bytes.to_vec(), headers))
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Failure> {
+        let (bytes, _) = self.fetch(req).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Failure::new(1, format!("unexpected response from {}: {e}", self.server)))
     }
@@ -155,38 +166,16 @@ impl Client {
         &self,
         path: &str,
     ) -> Result<(String, reqwest::header::HeaderMap), Failure> {
-        let resp = self
-            .request(reqwest::Method::GET, path)
-            .send()
-            .await
-            .map_err(|e| {
-                Failure::new(
-                    7,
-                    format!(
-                        "cannot reach the server at {}: {}",
-                        self.server,
-                        root_cause(&e)
-                    ),
-                )
-            })?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| {
-            Failure::new(7, format!("reading the response from {}: {e}", self.server))
-        })?;
-        if !status.is_success() {
-            if let Ok(err) = serde_json::from_slice::<ApiError>(&bytes) {
-                return Err(err.into());
-            }
-            return Err(Failure::new(
-                1,
-                format!(
-                    "server answered {status}: {}",
-                    String::from_utf8_lossy(&bytes)
-                ),
-            ));
-        }
+        let (bytes, headers) = self.fetch(self.request(reqwest::Method::GET, path)).await?;
         Ok((String::from_utf8_lossy(&bytes).into_owned(), headers))
+    }
+
+    /// GETs a binary body (a Parquet file).
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, Failure> {
+        Ok(self
+            .fetch(self.request(reqwest::Method::GET, path))
+            .await?
+            .0)
     }
 
     /// POSTs raw bytes (an uploaded file) with the given content type.

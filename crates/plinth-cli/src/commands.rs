@@ -24,6 +24,9 @@ pub async fn serve(args: ServeArgs) -> CmdResult {
     plinth_server::serve(config, |started| {
         println!("plinth: listening on http://{}", started.addr);
         println!("plinth: console at http://{}/console", started.addr);
+        if let Some(g) = started.gateway_addr {
+            println!("plinth: inference gateway (OpenAI-compatible) at http://{g}/v1");
+        }
         if let Some(t) = &started.admin_token {
             println!("plinth: admin token (shown once; it is stored only as a hash): {t}");
         }
@@ -219,6 +222,9 @@ fn kind_path(kind: &str) -> String {
 }
 
 pub async fn get(conn: Conn, kind: String, name: Option<String>) -> CmdResult {
+    if is_budget(&kind) && conn.output == Format::Table {
+        return crate::cost::get_budgets(&conn, name.as_deref()).await;
+    }
     let client = Client::new(&conn);
     let items: Vec<ResourceView> = match &name {
         Some(n) => vec![
@@ -361,7 +367,16 @@ fn print_resources(items: &[ResourceView]) {
     }
 }
 
+/// Budgets print with their spend and forecast (`plinth get budgets`, `plinth describe budget`).
+fn is_budget(kind: &str) -> bool {
+    plinth_config::kinds::lookup_kind(kind)
+        .is_some_and(|k| k.name == plinth_config::kinds::BUDGET_KIND)
+}
+
 pub async fn describe(conn: Conn, kind: String, name: String) -> CmdResult {
+    if is_budget(&kind) && conn.output == Format::Table {
+        return crate::cost::get_budgets(&conn, Some(&name)).await;
+    }
     let client = Client::new(&conn);
     let v: ResourceView = client
         .get(&format!(

@@ -19,8 +19,12 @@ const COULD_NOT_RUN: i32 = 2;
 #[derive(Args, Debug)]
 pub struct GatewayArgs {
     /// YAML file of deployments (a list, or documents separated by `---`).
-    #[arg(long, short = 'f')]
-    pub deployments: PathBuf,
+    #[arg(long, short = 'f', required_unless_present = "database_url")]
+    pub deployments: Option<PathBuf>,
+    /// Instead of a file and `--key`s: the store of a `plinth serve` (postgres://…, for scale-out):
+    /// its Deployments, its tokens as API keys, usage and rollbacks written there.
+    #[arg(long, conflicts_with_all = ["deployments", "keys", "workers", "usage_log"])]
+    pub database_url: Option<String>,
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_PORT}"))]
     pub listen: String,
@@ -65,6 +69,7 @@ fn usage_json(r: &UsageRecord) -> serde_json::Value {
         "status": r.status,
         "tokens_in": r.tokens_in,
         "tokens_out": r.tokens_out,
+        "cost": r.cost,
         "total_seconds": r.total_seconds,
         "upstream_seconds": r.upstream_seconds,
         "cache_hit": r.cache_hit,
@@ -75,19 +80,6 @@ fn usage_json(r: &UsageRecord) -> serde_json::Value {
 }
 
 pub async fn run(a: GatewayArgs) -> CmdResult {
-    let text = std::fs::read_to_string(&a.deployments).map_err(|e| {
-        Failure::new(
-            COULD_NOT_RUN,
-            format!("cannot read {}: {e}", a.deployments.display()),
-        )
-    })?;
-    let specs = parse_deployments_yaml(&text)
-        .map_err(|e| Failure::new(COULD_NOT_RUN, format!("{}: {e}", a.deployments.display())))?;
-    let mut keys = StaticKeys::new();
-    for k in &a.keys {
-        let (key, team, id) = parse_key(k)?;
-        keys = keys.with_key(&key, &team, &id);
-    }
     let addr: SocketAddr = a.listen.parse().map_err(|e| {
         Failure::new(
             COULD_NOT_RUN,
@@ -97,6 +89,33 @@ pub async fn run(a: GatewayArgs) -> CmdResult {
             ),
         )
     })?;
+    if let Some(url) = &a.database_url {
+        plinth_server::serve_gateway_alone(url, addr, |bound| {
+            println!("gateway listening on http://{bound}");
+        })
+        .await
+        .map_err(|e| Failure::new(7, e.to_string()))?;
+        return Ok(0);
+    }
+    let Some(file) = a.deployments.as_ref() else {
+        return Err(Failure::new(
+            COULD_NOT_RUN,
+            "give --deployments FILE or --database-url URL",
+        ));
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Failure::new(
+            COULD_NOT_RUN,
+            format!("cannot read {}: {e}", file.display()),
+        )
+    })?;
+    let specs = parse_deployments_yaml(&text)
+        .map_err(|e| Failure::new(COULD_NOT_RUN, format!("{}: {e}", file.display())))?;
+    let mut keys = StaticKeys::new();
+    for k in &a.keys {
+        let (key, team, id) = parse_key(k)?;
+        keys = keys.with_key(&key, &team, &id);
+    }
     let mut log = match &a.usage_log {
         Some(p) => Some(
             std::fs::OpenOptions::new()
@@ -124,7 +143,7 @@ pub async fn run(a: GatewayArgs) -> CmdResult {
         .usage_sink(sink.clone())
         .build();
     gw.set_deployments(specs)
-        .map_err(|e| Failure::new(COULD_NOT_RUN, format!("{}: {e}", a.deployments.display())))?;
+        .map_err(|e| Failure::new(COULD_NOT_RUN, format!("{}: {e}", file.display())))?;
     let served = match a.workers {
         Some(n) => tokio::task::spawn_blocking(move || {
             plinth_gateway::serve_workers(addr, gw, n, |bound| {
@@ -152,6 +171,316 @@ pub async fn run(a: GatewayArgs) -> CmdResult {
     eprintln!("gateway stopped: {n} requests metered, {dropped} usage records dropped");
     served.map_err(|e| Failure::new(COULD_NOT_RUN, format!("gateway: {e}")))?;
     Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct DemoModelArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Version name the answers carry (`hello from NAME`).
+    #[arg(long, default_value = "demo")]
+    pub name: String,
+    /// Share of requests answered with HTTP 500, 0 to 1 (spread evenly, not random).
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Milliseconds to wait before each answer.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+}
+
+impl DemoModelArgs {
+    pub fn model(&self) -> Result<plinth_gateway::demo::DemoModel, Failure> {
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            return Err(Failure::new(
+                COULD_NOT_RUN,
+                format!("--error-rate {}: must be between 0 and 1", self.error_rate),
+            ));
+        }
+        Ok(plinth_gateway::demo::DemoModel {
+            name: self.name.clone(),
+            error_rate: self.error_rate,
+            delay: std::time::Duration::from_millis(self.delay_ms),
+        })
+    }
+}
+
+/// `plinth demo-model-server`: the demo model server (an OpenAI-compatible stand-in that
+/// answers `hello from NAME`), for trying deployments and for tests.
+pub async fn demo_model_server(a: DemoModelArgs) -> CmdResult {
+    let model = a.model()?;
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .map_err(|e| Failure::new(COULD_NOT_RUN, format!("cannot listen on {}: {e}", a.listen)))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Failure::new(COULD_NOT_RUN, e.to_string()))?;
+    println!("demo model server {} listening on http://{bound}", a.name);
+    plinth_gateway::demo::serve(listener, model, plinth_server::stop_requested())
+        .await
+        .map_err(|e| Failure::new(COULD_NOT_RUN, format!("demo model server: {e}")))?;
+    Ok(0)
+}
+
+/// `plinth deployment …`: the gateway's live view of stored Deployments.
+#[derive(clap::Subcommand, Debug)]
+pub enum DeploymentCmd {
+    /// Live split of every deployment (or one): versions with configured and effective weight
+    /// and share, and whether the canary was rolled back (with the reason).
+    Status {
+        name: Option<String>,
+        #[command(flatten)]
+        conn: crate::Conn,
+    },
+    /// Per-request usage of a deployment: team, key, version, tokens, latency, cache hit,
+    /// fallback; newest first.
+    Usage {
+        name: String,
+        /// Minutes back from now.
+        #[arg(long, default_value_t = 60)]
+        minutes: u32,
+        #[command(flatten)]
+        conn: crate::Conn,
+    },
+}
+
+fn tag(v: &serde_json::Value, k: &str) -> String {
+    crate::output::short(&v["tags"][k])
+}
+
+fn print_deployments(deployments: &[serde_json::Value]) {
+    let mut rows = Vec::new();
+    for d in deployments {
+        let state = if d["serving"] == false {
+            format!("not served: {}", crate::output::short(&d["problem"]))
+        } else if d["canaryRolledBack"] == true {
+            "canary rolled back".to_string()
+        } else {
+            "serving".to_string()
+        };
+        for v in d["versions"].as_array().into_iter().flatten() {
+            rows.push(vec![
+                crate::output::short(&d["name"]),
+                crate::output::short(&d["team"]),
+                crate::output::short(&v["name"]),
+                crate::output::short(&v["role"]),
+                crate::output::short(&v["weight"]),
+                crate::output::short(&v["effectiveWeight"]),
+                format!("{:.1}%", v["share"].as_f64().unwrap_or(0.0) * 100.0),
+                state.clone(),
+            ]);
+        }
+        if d["versions"].as_array().is_none_or(Vec::is_empty) {
+            rows.push(vec![
+                crate::output::short(&d["name"]),
+                crate::output::short(&d["team"]),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                state,
+            ]);
+        }
+    }
+    crate::output::table(
+        &[
+            "DEPLOYMENT",
+            "TEAM",
+            "VERSION",
+            "ROLE",
+            "WEIGHT",
+            "EFFECTIVE",
+            "SHARE",
+            "STATE",
+        ],
+        &rows,
+    );
+    for d in deployments {
+        for r in d["rollbacks"].as_array().into_iter().flatten() {
+            println!(
+                "rollback of {} {} (generation {}) at {}: {}",
+                crate::output::short(&d["name"]),
+                crate::output::short(&r["canaryVersion"]),
+                crate::output::short(&r["generation"]),
+                crate::output::short(&r["at"]),
+                crate::output::short(&r["reason"]),
+            );
+        }
+    }
+}
+
+pub async fn run_deployment(cmd: DeploymentCmd) -> CmdResult {
+    match cmd {
+        DeploymentCmd::Status { name, conn } => {
+            let client = crate::client::Client::new(&conn);
+            let out: serde_json::Value = match &name {
+                Some(n) => {
+                    client
+                        .get(&format!(
+                            "/api/v1/deployments/{}/status",
+                            crate::client::enc(n)
+                        ))
+                        .await?
+                }
+                None => client.get("/api/v1/gateway").await?,
+            };
+            crate::output::emit(conn.output, &out, |v| {
+                if name.is_some() {
+                    print_deployments(std::slice::from_ref(v));
+                } else {
+                    println!("gateway: {}", crate::output::short(&v["url"]));
+                    print_deployments(v["deployments"].as_array().map_or(&[], Vec::as_slice));
+                }
+            });
+        }
+        DeploymentCmd::Usage {
+            name,
+            minutes,
+            conn,
+        } => {
+            let client = crate::client::Client::new(&conn);
+            let out: Vec<serde_json::Value> = client
+                .get(&format!(
+                    "/api/v1/deployments/{}/usage?minutes={minutes}",
+                    crate::client::enc(&name)
+                ))
+                .await?;
+            crate::output::emit(conn.output, &out, |rows| {
+                let rows: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            crate::output::short(&r["start"]),
+                            tag(r, "team"),
+                            tag(r, "key"),
+                            tag(r, "version"),
+                            tag(r, "status"),
+                            tag(r, "tokensIn"),
+                            tag(r, "tokensOut"),
+                            tag(r, "totalSeconds"),
+                            tag(r, "cacheHit"),
+                            tag(r, "fallbackUsed"),
+                        ]
+                    })
+                    .collect();
+                crate::output::table(
+                    &[
+                        "START", "TEAM", "KEY", "VERSION", "STATUS", "IN", "OUT", "SECONDS",
+                        "CACHED", "FALLBACK",
+                    ],
+                    &rows,
+                );
+            });
+        }
+    }
+    Ok(0)
+}
+
+/// The Deployment `plinth up` applies: a stable demo model and a canary that fails 30 % of its
+/// requests, so the canary is rolled back on its own once it has seen enough traffic.
+fn demo_deployment(stable: &str, canary: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "plinth/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "demo-chat", "labels": {"source": "plinth-up"}},
+        "spec": {
+            "team": "product",
+            "models": ["demo-chat"],
+            "versions": [
+                {"name": "v1", "role": "stable", "weight": 80, "upstreams": [stable]},
+                {"name": "v2", "role": "canary", "weight": 20, "upstreams": [canary]},
+            ],
+            "stickiness": {"from": "user"},
+            "cache": {"ttlSeconds": 60, "maxBytes": 1_048_576},
+            "limits": [
+                {"scope": "key", "windowSeconds": 60, "requests": 6000},
+                {"scope": "team", "windowSeconds": 86400, "spend": 50.0},
+            ],
+            "pricing": {"inputPer1kTokens": 0.5, "outputPer1kTokens": 1.5, "currency": "USD"},
+            "canary": {"windowSeconds": 300, "minRequests": 20, "maxErrorRateMargin": 0.1},
+        },
+    })
+}
+
+/// Starts a demo model server in this process on a free loopback port; returns its base URL.
+async fn start_demo_model(name: &str, error_rate: f64, delay_ms: u64) -> Result<String, String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("demo model server {name}: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("demo model server {name}: {e}"))?;
+    let model = plinth_gateway::demo::DemoModel {
+        name: name.to_string(),
+        error_rate,
+        delay: std::time::Duration::from_millis(delay_ms),
+    };
+    tokio::spawn(plinth_gateway::demo::serve(
+        listener,
+        model,
+        std::future::pending(),
+    ));
+    Ok(format!("http://{addr}"))
+}
+
+/// `plinth up`'s gateway demo: two demo model servers (stable v1 and a failing canary v2) in
+/// this process, the `demo-chat` Deployment in front of them, and traffic through the gateway
+/// with `token` (a burst, then one request a second) so the console's deployments page shows a
+/// split, charts and the canary's automatic rollback.
+pub async fn up_demo(client: &crate::client::Client, gateway: std::net::SocketAddr, token: &str) {
+    let (stable, canary) = match (
+        start_demo_model("v1", 0.0, 15).await,
+        start_demo_model("v2", 0.3, 40).await,
+    ) {
+        (Ok(s), Ok(c)) => (s, c),
+        (Err(e), _) | (_, Err(e)) => {
+            println!("plinth: skipped the gateway demo: {e}");
+            return;
+        }
+    };
+    let documents = vec![plinth_types::api::SourcedDocument {
+        file: Some("plinth up (gateway demo)".into()),
+        index: Some(1),
+        document: demo_deployment(&stable, &canary),
+    }];
+    let applied: Result<plinth_types::api::ApplyResponse, _> = client
+        .post(
+            "/api/v1/apply",
+            &plinth_types::api::ApplyRequest {
+                documents,
+                dry_run: false,
+            },
+        )
+        .await;
+    if let Err(e) = applied {
+        println!("plinth: skipped the gateway demo: {}", e.message);
+        return;
+    }
+    let url = format!("http://{gateway}/v1");
+    println!(
+        "plinth: deployment/demo-chat serves model demo-chat at {url} (stable v1 80 %, canary v2 20 %, demo model servers on {stable} and {canary})"
+    );
+    let token = token.to_string();
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        // Until the gateway has read the new Deployment (within a second) requests get 404.
+        for i in 0u64.. {
+            let body = serde_json::json!({
+                "model": "demo-chat",
+                "user": format!("user-{}", i % 50),
+                "messages": [{"role": "user", "content": format!("hello demo number {}", i % 200)}],
+            });
+            let _ = http
+                .post(format!("{url}/chat/completions"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await;
+            let pause = if i < 300 { 30 } else { 1000 };
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        }
+    });
 }
 
 #[cfg(test)]

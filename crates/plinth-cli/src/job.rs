@@ -23,7 +23,7 @@ pub enum JobCmd {
     List {
         #[arg(long)]
         team: Option<String>,
-        /// pending, admitted, running, succeeded, failed, cancelled or lost.
+        /// pending, pending_approval, admitted, running, succeeded, failed, cancelled or lost.
         #[arg(long)]
         state: Option<String>,
         #[command(flatten)]
@@ -55,6 +55,13 @@ pub enum JobCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Approve a job waiting for approval (maintainers of its team or admins; never its
+    /// submitter). It then queues like any pending job.
+    Approve {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -73,8 +80,13 @@ pub struct SubmitArgs {
     /// training, fine_tuning, inference, batch_inference or rag.
     #[arg(long, default_value = "batch_inference")]
     class: String,
-    #[arg(long, default_value_t = 0.0)]
+    /// GPUs of the job, or of each node with --nodes.
+    #[arg(long, default_value_t = 0.0, visible_alias = "gpus-per-node")]
     gpus: f64,
+    /// Run as a gang of this many pods (nodes), each with --gpus-per-node, --cpus and
+    /// --memory-gib, admitted all together or not at all (as Slurm's --nodes).
+    #[arg(long, default_value_t = 1)]
+    nodes: u32,
     #[arg(long)]
     gpu_type: Option<String>,
     #[arg(long, default_value_t = 1.0)]
@@ -205,6 +217,7 @@ async fn request(a: &SubmitArgs, client: &Client) -> Result<SubmitJobRequest, Fa
             team,
             queue,
             class,
+            nodes: a.nodes,
             gpus: a.gpus,
             gpu_type: a.gpu_type.clone(),
             cpus: a.cpus,
@@ -238,7 +251,12 @@ fn describe(j: &Job) {
     println!("State:      {}", j.status.state.as_str());
     println!("Command:    {}", j.spec.command.join(" "));
     println!(
-        "Resources:  gpus {}{}, cpus {}, memory {} GiB{}",
+        "Resources:  {}gpus {}{}, cpus {}, memory {} GiB{}",
+        if j.spec.nodes > 1 {
+            format!("{} nodes × ", j.spec.nodes)
+        } else {
+            String::new()
+        },
         j.spec.gpus,
         j.spec
             .gpu_type
@@ -270,7 +288,12 @@ fn describe(j: &Job) {
                     a.n.to_string(),
                     a.started_at.clone(),
                     dash(a.ended_at.as_deref()),
-                    format!("{}/{}", a.pool, a.node),
+                    if a.pods.is_empty() {
+                        format!("{}/{}", a.pool, a.node)
+                    } else {
+                        let nodes: Vec<&str> = a.pods.iter().map(|p| p.node.as_str()).collect();
+                        format!("{}/{}", a.pool, nodes.join(","))
+                    },
                     dash(a.reason.as_deref()),
                     dash(a.exit.as_deref()),
                 ]
@@ -336,6 +359,19 @@ pub async fn run(cmd: JobCmd) -> CmdResult {
             let client = Client::new(&conn);
             let job: Job = client.get(&format!("/api/v1/jobs/{}", enc(&name))).await?;
             emit(conn.output, &job, describe);
+            Ok(0)
+        }
+        JobCmd::Approve { name, conn } => {
+            let client = Client::new(&conn);
+            let job: Job = client
+                .post(
+                    &format!("/api/v1/jobs/{}/approve", enc(&name)),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            emit(conn.output, &job, |j| {
+                println!("job {} approved: {}", j.name, j.status.state.as_str());
+            });
             Ok(0)
         }
         JobCmd::Cancel { name, conn } => {

@@ -125,6 +125,26 @@ pub fn describe(n: &LineageNode) -> String {
                 ));
             }
         }
+        NodeKind::Run if n.state.is_none() && n.facets.contains_key("plinthMlflowRun") => {
+            // An MLflow run Plinth's registry wrote: its status, code commit and params.
+            let f = &n.facets["plinthMlflowRun"];
+            line.push_str(&format!(
+                "  mlflow {}",
+                f["status"].as_str().unwrap_or("UNKNOWN")
+            ));
+            if let Some(c) = f["codeCommit"].as_str() {
+                line.push_str(&format!("  commit {c}"));
+            }
+            let params: Vec<String> = f["params"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect();
+            if !params.is_empty() {
+                line.push_str(&format!("  params {}", params.join(" ")));
+            }
+        }
         NodeKind::Run => {
             line.push_str(&format!("  {}", n.state.as_deref().unwrap_or("UNKNOWN")));
             if n.first_seen != n.last_seen {

@@ -6,11 +6,13 @@
 mod client;
 mod commands;
 mod contract;
+mod cost;
 mod data;
 mod dataset;
 mod gateway;
 mod job;
 mod lineage;
+mod model;
 mod output;
 mod up;
 
@@ -53,6 +55,9 @@ enum Command {
     Up(up::UpArgs),
     /// Run the inference gateway alone (OpenAI-compatible API) from a file of deployments.
     Gateway(gateway::GatewayArgs),
+    /// Run the demo model server: an OpenAI-compatible stand-in answering `hello from NAME`
+    /// (what `plinth up` puts behind the gateway; for tests and trying deployments).
+    DemoModelServer(gateway::DemoModelArgs),
     /// Check a server and token, and save them for later commands.
     Login {
         #[command(flatten)]
@@ -124,9 +129,19 @@ enum Command {
     /// Pool operations: simulate a spot interruption of a node.
     #[command(subcommand)]
     Pool(job::PoolCmd),
+    /// Deployments behind the inference gateway: live split and rollback state, per-request usage.
+    #[command(subcommand)]
+    Deployment(gateway::DeploymentCmd),
     /// The lineage graph: a node's upstream and downstream as a tree, a run's OpenLineage events.
     #[command(subcommand)]
     Lineage(lineage::LineageCmd),
+    /// Cost: reports by team, model, pool or day; unit economics; FOCUS export; budgets.
+    #[command(subcommand)]
+    Cost(cost::CostCmd),
+    /// Registered models: versions with their typed fields, diff, release gates, promote,
+    /// approve, rollback, deprecate.
+    #[command(subcommand)]
+    Model(model::ModelCmd),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -163,6 +178,13 @@ pub struct ServeArgs {
     /// Seed of the chaos interruptions [default: from the clock] (also PLINTH_CHAOS_SEED).
     #[arg(long)]
     chaos_seed: Option<u64>,
+    /// Address of the inference gateway (OpenAI-compatible API; port 0 picks one) [default:
+    /// 127.0.0.1:7879] (also PLINTH_GATEWAY_LISTEN; `off` turns it off).
+    #[arg(long, value_name = "ADDR")]
+    gateway_listen: Option<String>,
+    /// Run without the inference gateway.
+    #[arg(long, conflicts_with = "gateway_listen")]
+    no_gateway: bool,
 }
 
 impl ServeArgs {
@@ -178,6 +200,11 @@ impl ServeArgs {
             executor: self.executor.clone(),
             chaos_spot_interrupt_rate: self.chaos_spot_interrupt_rate,
             chaos_seed: self.chaos_seed,
+            gateway_listen: if self.no_gateway {
+                Some("off".to_string())
+            } else {
+                self.gateway_listen.clone()
+            },
         }
     }
 }
@@ -211,6 +238,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Serve(args) => commands::serve(args).await,
         Command::Up(args) => up::up(args).await,
         Command::Gateway(args) => gateway::run(args).await,
+        Command::DemoModelServer(args) => gateway::demo_model_server(args).await,
         Command::Login { conn } => commands::login(conn).await,
         Command::Whoami { conn } => commands::whoami(conn).await,
         Command::Status { conn } => commands::status(conn).await,
@@ -234,7 +262,10 @@ async fn run(cli: Cli) -> i32 {
         Command::Dataset(cmd) => dataset::run(cmd).await,
         Command::Job(cmd) => job::run(cmd).await,
         Command::Pool(cmd) => job::run_pool(cmd).await,
+        Command::Deployment(cmd) => gateway::run_deployment(cmd).await,
         Command::Lineage(cmd) => lineage::run(cmd).await,
+        Command::Cost(cmd) => cost::run(cmd).await,
+        Command::Model(cmd) => model::run(cmd).await,
     };
     match result {
         Ok(code) => code,

@@ -144,9 +144,9 @@ pub async fn up(args: UpArgs) -> CmdResult {
     plinth_server::init_logging(config.log_format, "warn");
     let (tx, rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(plinth_server::serve(config, move |s| {
-        let _ = tx.send(s.addr);
+        let _ = tx.send((s.addr, s.gateway_addr));
     }));
-    let addr = match rx.await {
+    let (addr, gateway_addr) = match rx.await {
         Ok(a) => a,
         Err(_) => {
             let msg = match server.await {
@@ -180,9 +180,16 @@ pub async fn up(args: UpArgs) -> CmdResult {
     crate::commands::print_apply(&applied);
     register_example_datasets(&client, &args.data_dir).await;
     submit_example_job(&client).await;
+    crate::cost::up_demo(&client).await;
+    if let Some(g) = gateway_addr {
+        crate::gateway::up_demo(&client, g, &token).await;
+    }
     println!();
     println!("plinth: listening on {url}");
     println!("plinth: console at {url}/console");
+    if let Some(g) = gateway_addr {
+        println!("plinth: inference gateway (OpenAI-compatible) at http://{g}/v1");
+    }
     println!("plinth: admin token: {token}");
     println!("plinth: for the CLI: export PLINTH_SERVER={url} PLINTH_TOKEN={token}");
     println!("plinth: press Ctrl-C to stop");

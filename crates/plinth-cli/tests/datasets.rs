@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ADMIN, Server, token, write};
+use common::{ADMIN, Auth, Server, get_text, http, token, write};
 
 const CONTRACT: &str = r#"apiVersion: v3.0.2
 kind: DataContract
@@ -135,7 +135,7 @@ fn register_passing_failing_and_erroring_versions() {
         ADMIN,
         &["dataset", "register", "orders", &good, "--now", NOW],
     );
-    let metrics = http_get(&s, "/metrics");
+    let metrics = get_text(&s, "/metrics", Auth::None);
     assert!(
         metrics.contains("plinth_dataset_freshness_lag_seconds{contract=\"orders\"}"),
         "{metrics}"
@@ -146,7 +146,7 @@ fn register_passing_failing_and_erroring_versions() {
     );
 
     // The console lists the contract with its latest version and every version.
-    let html = http_get_cookie(&s, "/console/contracts", ADMIN);
+    let html = get_text(&s, "/console/contracts", Auth::Session(ADMIN));
     assert!(html.contains("id=\"contract-orders\""), "{html}");
     assert!(html.contains("data-status=\"passed\""), "{html}");
     for v in ["orders-v1", "orders-v2", "orders-v3", "orders-v4"] {
@@ -227,35 +227,6 @@ fn invalid_contracts_and_hand_made_versions_are_rejected() {
     let (code, _, err) = s.cli(ADMIN, &["apply", "-f", &file]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("managed by the server"), "{err}");
-}
-
-fn http_get_cookie(s: &Server, path: &str, token: &str) -> String {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        reqwest::Client::new()
-            .get(format!("{}{path}", s.url))
-            .header("cookie", format!("plinth_session={token}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    })
-}
-
-fn http_get(s: &Server, path: &str) -> String {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        reqwest::Client::new()
-            .get(format!("{}{path}", s.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    })
 }
 
 // ----- profiles, drift, reference, lineage, uploads, console -----
@@ -444,20 +415,24 @@ fn seasonal_drift_between_real_weather_months() {
     // The console shows the drift chart of the newest version against the stored reference;
     // with January as the reference again, the drifted bars are there.
     s.ok(ADMIN, &["dataset", "reference", "weather-monthly", "1"]);
-    let html = http_get_cookie(&s, "/console/contracts/weather-monthly", ADMIN);
+    let html = get_text(
+        &s,
+        "/console/contracts/weather-monthly",
+        Auth::Session(ADMIN),
+    );
     assert!(html.contains("id=\"drift-chart\""), "{html}");
     assert!(html.contains("class=\"bar-drift\""), "{html}");
     assert!(html.contains("data-verdict=\"drift\""), "{html}");
     assert!(html.contains("id=\"checks-chart\""), "{html}");
     assert!(html.contains("id=\"overlay-chart\""), "{html}");
-    let html = http_get_cookie(
+    let html = get_text(
         &s,
         "/console/contracts/weather-monthly?column=origin",
-        ADMIN,
+        Auth::Session(ADMIN),
     );
     assert!(html.contains("data-column=\"origin\""), "{html}");
     assert!(html.contains("class=\"bar-reference\""), "{html}");
-    let list = http_get_cookie(&s, "/console/contracts", ADMIN);
+    let list = get_text(&s, "/console/contracts", Auth::Session(ADMIN));
     assert!(
         list.contains("href=\"/console/contracts/weather-monthly\""),
         "{list}"
@@ -532,10 +507,12 @@ fn lineage_facets_and_bad_versions() {
     let (code, _, err) = s.cli(ADMIN, &["dataset", "show", "weather-monthly", "9"]);
     assert_eq!(code, 5);
     assert!(err.contains("has no dataset version 9"), "{err}");
-    let (status, body) = http_status(
+    let (status, body) = http(
         &s,
+        "GET",
         "/api/v1/datacontracts/weather-monthly/versions/abc",
-        ADMIN,
+        Auth::Bearer(ADMIN),
+        None,
     );
     assert_eq!(status, 400, "{body}");
     assert!(
@@ -545,10 +522,12 @@ fn lineage_facets_and_bad_versions() {
             .contains("not a version number"),
         "{body}"
     );
-    let (status, _) = http_status(
+    let (status, _) = http(
         &s,
+        "GET",
         "/api/v1/datacontracts/weather-monthly/drift?current=0",
-        ADMIN,
+        Auth::Bearer(ADMIN),
+        None,
     );
     assert_eq!(status, 400);
 }
@@ -675,19 +654,6 @@ fn uploads_round_trip_limits_and_roles() {
     assert_eq!(files, 2);
     let list = json(&s.ok(ADMIN, &["dataset", "versions", "orders", "-o", "json"]));
     assert_eq!(list.as_array().unwrap().len(), 2);
-}
-
-fn http_status(s: &Server, path: &str, token: &str) -> (u16, String) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .get(format!("{}{path}", s.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    })
 }
 
 fn http_post_bytes(s: &Server, path: &str, token: &str, body: &[u8]) -> (u16, String) {

@@ -7,29 +7,21 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ADMIN, Server, token, write};
+use common::{ADMIN, Auth, Server, cpu_workspace, get_text, http_json, token, write};
 
 /// A CPU pool of one node with 4 cores; queue `cpu-q` of team-a may use 2 cores.
-const JOBS_WORKSPACE: &str = r#"
-apiVersion: plinth/v1
-kind: Pool
-metadata: {name: cpu}
-spec: {nodes: 1, cpusPerNode: 4, memoryGibPerNode: 8}
----
-apiVersion: plinth/v1
-kind: Team
-metadata: {name: team-a}
----
-apiVersion: plinth/v1
-kind: Queue
-metadata: {name: cpu-q}
-spec: {team: team-a, quotas: [{pool: cpu, gpus: 0, cpus: 2}]}
-"#;
+fn jobs_workspace() -> String {
+    cpu_workspace(
+        "cpu",
+        "{nodes: 1, cpusPerNode: 4, memoryGibPerNode: 8}",
+        "cpu-q",
+        2,
+    )
+}
 
 fn setup() -> (Server, String) {
     let s = Server::start();
-    let f = write(&s.data_dir, "jobs.yaml", JOBS_WORKSPACE);
-    s.ok(ADMIN, &["apply", "-f", &f]);
+    s.apply("jobs.yaml", &jobs_workspace());
     let member = token(&s, "team-a", "member");
     (s, member)
 }
@@ -64,17 +56,6 @@ fn wait_state(s: &Server, tok: &str, name: &str, states: &[&str]) -> serde_json:
     }
 }
 
-fn http_get(s: &Server, path: &str, cookie: Option<&str>) -> String {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut req = reqwest::Client::new().get(format!("{}{path}", s.url));
-        if let Some(t) = cookie {
-            req = req.header("cookie", format!("plinth_session={t}"));
-        }
-        req.send().await.unwrap().text().await.unwrap()
-    })
-}
-
 fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -98,14 +79,14 @@ fn a_job_runs_and_its_log_is_readable() {
         "{list}"
     );
     // The console lists it and shows its attempts and log; metrics count the admission.
-    let page = http_get(&s, "/console/jobs", Some(&m));
+    let page = get_text(&s, "/console/jobs", Auth::Session(&m));
     assert!(page.contains("id=\"job-hello\""), "{page}");
-    let page = http_get(&s, "/console/jobs/hello", Some(&m));
+    let page = get_text(&s, "/console/jobs/hello", Auth::Session(&m));
     assert!(
         page.contains("id=\"attempt-1\"") && page.contains("hello"),
         "{page}"
     );
-    let metrics = http_get(&s, "/metrics", None);
+    let metrics = get_text(&s, "/metrics", Auth::None);
     assert!(
         metrics
             .lines()
@@ -438,22 +419,7 @@ fn http_post(
     path: &str,
     body: serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .post(format!("{}{path}", s.url))
-            .bearer_auth(tok)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-        )
-    })
+    http_json(s, "POST", path, Auth::Bearer(tok), Some(&body))
 }
 
 fn attempt_reasons(j: &serde_json::Value) -> Vec<String> {
@@ -466,21 +432,14 @@ fn attempt_reasons(j: &serde_json::Value) -> Vec<String> {
 }
 
 /// A spot CPU pool of one node with 4 cores; queue `spot-q` of team-a may use 2 cores.
-const SPOT_WORKSPACE: &str = r#"
-apiVersion: plinth/v1
-kind: Pool
-metadata: {name: spot-cpu}
-spec: {nodes: 1, cpusPerNode: 4, memoryGibPerNode: 8, procurement: spot}
----
-apiVersion: plinth/v1
-kind: Team
-metadata: {name: team-a}
----
-apiVersion: plinth/v1
-kind: Queue
-metadata: {name: spot-q}
-spec: {team: team-a, quotas: [{pool: spot-cpu, gpus: 0, cpus: 2}]}
-"#;
+fn spot_workspace() -> String {
+    cpu_workspace(
+        "spot-cpu",
+        "{nodes: 1, cpusPerNode: 4, memoryGibPerNode: 8, procurement: spot}",
+        "spot-q",
+        2,
+    )
+}
 
 /// Each attempt counts itself in the checkpoint directory; the first `sleepers` attempts run
 /// until something stops them, later ones print the count they found and run `tail`.
@@ -498,8 +457,7 @@ fn chaos_interrupts_spot_jobs_which_resume_from_their_checkpoint_and_the_retry_l
         tmp.path(),
         &["--chaos-spot-interrupt-rate", "7200", "--chaos-seed", "42"],
     );
-    let f = write(&s.data_dir, "spot.yaml", SPOT_WORKSPACE);
-    s.ok(ADMIN, &["apply", "-f", &f]);
+    s.apply("spot.yaml", &spot_workspace());
     let m = token(&s, "team-a", "member");
     let ck_ok = s.data_dir.join("ck-ok");
     let ck_bad = s.data_dir.join("ck-bad");
@@ -624,8 +582,7 @@ fn ts(v: &serde_json::Value) -> chrono::DateTime<chrono::FixedOffset> {
 fn the_simulated_executor_holds_resources_for_the_declared_runtime_and_batches_are_atomic() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start_in(tmp.path(), &["--executor", "simulated"]);
-    let f = write(&s.data_dir, "sim.yaml", SIM_WORKSPACE);
-    s.ok(ADMIN, &["apply", "-f", &f]);
+    s.apply("sim.yaml", SIM_WORKSPACE);
     let m = token(&s, "team-a", "member");
 
     // Without a declared runtime a simulated job is refused, naming the field.
@@ -747,11 +704,10 @@ fn a_reapplied_pool_and_queue_are_picked_up_while_the_server_runs() {
         &["sh", "-c", &counting_script(1, "exit 0")],
     );
     wait_state(&s, &m, "resident", &["running"]);
-    let bigger = JOBS_WORKSPACE
+    let bigger = jobs_workspace()
         .replace("cpusPerNode: 4", "cpusPerNode: 8")
         .replace("cpus: 2}", "cpus: 8}");
-    let f = write(&s.data_dir, "bigger.yaml", &bigger);
-    s.ok(ADMIN, &["apply", "-f", &f]);
+    s.apply("bigger.yaml", &bigger);
     // No restart: once the controller has read the change, the same job is accepted.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -780,6 +736,131 @@ fn a_reapplied_pool_and_queue_are_picked_up_while_the_server_runs() {
     assert_eq!(attempt_reasons(&j), ["interrupted", "completed"], "{j:#}");
     assert_eq!(
         s.ok(&m, &["job", "logs", "resident"]).trim(),
+        "resumed from step 1"
+    );
+}
+
+/// A CPU pool of three nodes with 2 cores each; queue `gang-q` of team-a may use 4 cores.
+fn gang_workspace() -> String {
+    cpu_workspace(
+        "gang-cpu",
+        "{nodes: 3, cpusPerNode: 2, memoryGibPerNode: 4}",
+        "gang-q",
+        4,
+    )
+}
+
+#[test]
+fn a_gang_job_runs_one_process_per_node_ends_with_all_and_fails_as_one() {
+    let s = Server::start();
+    s.apply("gang.yaml", &gang_workspace());
+    let m = token(&s, "team-a", "member");
+    let gang = |name: &str, nodes: &str, ckpt: &str, script: &str| {
+        let args = [
+            "job",
+            "submit",
+            "--team",
+            "team-a",
+            "--queue",
+            "gang-q",
+            "--name",
+            name,
+            "--nodes",
+            nodes,
+            "--cpus",
+            "2",
+            "--checkpoint-dir",
+            ckpt,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ];
+        s.cli(&m, &args)
+    };
+    let ckpt = s.data_dir.join("gang-ckpt");
+    let ckpt_s = ckpt.to_str().unwrap();
+
+    // Four pods of 2 cores: the pool has three nodes. Rejected at submit with the reason.
+    let (code, _, err) = gang("too-wide", "4", ckpt_s, "true");
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("rejected"), "{err}");
+
+    // Each pod writes what it was told; rank 1 writes only after a pause, so a job that ended
+    // with rank 0 would not find its file.
+    let script = r#"[ "$PLINTH_RANK" = 0 ] || sleep 1; echo "$PLINTH_JOB_ID $PLINTH_RANK $PLINTH_WORLD_SIZE $PLINTH_NODE [$CUDA_VISIBLE_DEVICES]" > "$PLINTH_CHECKPOINT_DIR/rank-$PLINTH_RANK""#;
+    let (code, _, err) = gang("pair", "2", ckpt_s, script);
+    assert_eq!(code, 0, "{err}");
+    let j = wait_state(&s, &m, "pair", &["succeeded", "failed"]);
+    assert_eq!(j["status"]["state"], "succeeded", "{j:#}");
+    assert_eq!(j["spec"]["nodes"], 2, "{j:#}");
+    let pods = j["status"]["attempts"][0]["pods"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(pods.len(), 2, "{j:#}");
+    let mut nodes = Vec::new();
+    for (rank, pod) in pods.iter().enumerate() {
+        assert_eq!(pod["rank"], rank, "{j:#}");
+        let node = pod["node"].as_str().unwrap();
+        let seen = std::fs::read_to_string(ckpt.join(format!("rank-{rank}"))).unwrap();
+        assert_eq!(seen.trim(), format!("pair {rank} 2 {node} []"), "{j:#}");
+        nodes.push(node.to_string());
+    }
+    assert_ne!(
+        nodes[0], nodes[1],
+        "two pods of a whole node each share none"
+    );
+    assert_eq!(j["status"]["attempts"][0]["node"], nodes[0].as_str());
+
+    // Rank 1 fails at once; rank 0 would sleep for five minutes: it is stopped, and the
+    // attempt fails with rank 1's exit.
+    let script = r#"if [ "$PLINTH_RANK" = 1 ]; then exit 3; fi; echo $$ > "$PLINTH_CHECKPOINT_DIR/pid"; exec sleep 300"#;
+    let (code, _, err) = gang("broken", "2", ckpt_s, script);
+    assert_eq!(code, 0, "{err}");
+    let j = wait_state(&s, &m, "broken", &["succeeded", "failed"]);
+    assert_eq!(j["status"]["state"], "failed", "{j:#}");
+    assert_eq!(attempt_reasons(&j), ["failed"], "{j:#}");
+    assert_eq!(j["status"]["attempts"][0]["exit"], "code 3", "{j:#}");
+    // (Rank 0 may have been stopped before it wrote its pid.)
+    if let Ok(pid) = std::fs::read_to_string(ckpt.join("pid")) {
+        let pid: u32 = pid.trim().parse().unwrap();
+        assert!(
+            !pid_alive(pid),
+            "rank 0 ({pid}) still runs after its gang failed"
+        );
+    }
+}
+
+#[test]
+fn a_pool_changed_to_spot_stops_the_jobs_it_no_longer_admits_until_it_changes_back() {
+    let (s, m) = setup();
+    submit(
+        &s,
+        &m,
+        "steady",
+        &[],
+        &["sh", "-c", &counting_script(1, "exit 0")],
+    );
+    wait_state(&s, &m, "steady", &["running"]);
+    // The same pool, now spot: the job does not tolerate spot. No restart.
+    let spot = jobs_workspace().replace(
+        "memoryGibPerNode: 8}",
+        "memoryGibPerNode: 8, procurement: spot}",
+    );
+    assert_ne!(spot, jobs_workspace());
+    s.apply("spot.yaml", &spot);
+    let j = wait_state(&s, &m, "steady", &["pending"]);
+    assert_eq!(attempt_reasons(&j), ["interrupted"], "{j:#}");
+    let msg = j["status"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("pool cpu was changed"), "{j:#}");
+    // On demand again: the job runs and resumes from its checkpoint.
+    s.apply("back.yaml", &jobs_workspace());
+    let j = wait_state(&s, &m, "steady", &["succeeded", "failed"]);
+    assert_eq!(j["status"]["state"], "succeeded", "{j:#}");
+    assert_eq!(attempt_reasons(&j), ["interrupted", "completed"], "{j:#}");
+    assert_eq!(
+        s.ok(&m, &["job", "logs", "steady"]).trim(),
         "resumed from step 1"
     );
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::Write;
 
-use common::{ADMIN, Server, token, write};
+use common::{ADMIN, Server, apply_id_contract, token, write};
 use serde_json::{Value, json};
 
 const SCHEMA: &str = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent";
@@ -363,14 +363,7 @@ fn bad_events_are_rejected_whole_with_the_field_named() {
 fn registered_dataset_versions_join_the_graph_with_their_contract_status() {
     let s = Server::with_workspace();
     let dir = tempfile::tempdir().unwrap();
-    let contract = write(
-        dir.path(),
-        "orders.odcs.yaml",
-        "apiVersion: v3.0.2\nkind: DataContract\nid: orders\nversion: 1.0.0\nstatus: active\n\
-         schema:\n  - name: orders\n    properties:\n      - {name: id, logicalType: integer, \
-         required: true, unique: true}\n",
-    );
-    s.ok(ADMIN, &["apply", "-f", &contract]);
+    apply_id_contract(&s, dir.path(), "orders");
     let data = write(dir.path(), "orders.csv", "id\n1\n1\n");
     let (code, out, err) = s.cli(ADMIN, &["dataset", "register", "orders", &data]);
     assert_eq!(code, 1, "a duplicate id fails the contract: {out}{err}");

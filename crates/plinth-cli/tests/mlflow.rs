@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ADMIN, Server, token};
+use common::{ADMIN, Server, call, mlflow_command, token};
 use serde_json::{Value, json};
 
 fn workspace_root() -> PathBuf {
@@ -37,31 +37,6 @@ fn python() -> Option<PathBuf> {
         python.display()
     );
     Some(python)
-}
-
-fn call(server: &Server, tok: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let url = format!("{}{path}", server.url);
-        let mut req = match method {
-            "GET" => client.get(&url),
-            _ => client.post(&url),
-        };
-        if !tok.is_empty() {
-            req = req.bearer_auth(tok);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let v = resp.json::<Value>().await.unwrap_or(Value::Null);
-        (status, v)
-    })
 }
 
 #[test]
@@ -146,16 +121,9 @@ fn official_mlflow_client_against_plinth_serve() {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("result.json");
     let script = workspace_root().join("crates/plinth-registry/tests/python/mlflow_client_flow.py");
-    let output = Command::new(&python)
-        .arg(&script)
+    let output = mlflow_command(&python, &script, &server, &member)
         .arg(&out)
         .current_dir(out_dir.path())
-        .env("MLFLOW_TRACKING_URI", &server.url)
-        .env("MLFLOW_TRACKING_TOKEN", &member)
-        .env("MLFLOW_DISABLE_TELEMETRY", "true")
-        .env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        .env("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-        .env("PYTHONWARNINGS", "ignore")
         .output()
         .unwrap();
     assert!(

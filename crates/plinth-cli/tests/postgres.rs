@@ -3,40 +3,14 @@
 
 mod common;
 
-use common::{ADMIN, Server, WORKSPACE};
-
-fn base_url() -> Option<String> {
-    if std::env::var("PLINTH_SKIP_POSTGRES").as_deref() == Ok("1") {
-        eprintln!("skipped: PLINTH_SKIP_POSTGRES=1");
-        return None;
-    }
-    Some(
-        std::env::var("PLINTH_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
-    )
-}
+use common::{ADMIN, PgDb, Server, WORKSPACE};
 
 #[test]
 fn serves_from_postgres_and_survives_a_restart() {
-    let Some(base) = base_url() else { return };
-    let db = format!("plinth_e2e_{}", std::process::id());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let admin = rt.block_on(async {
-        plinth_store::Store::connect(&base)
-            .await
-            .expect("postgres reachable for the e2e test")
-    });
-    rt.block_on(async {
-        let _ = admin
-            .execute_raw(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-            .await;
-        admin
-            .execute_raw(&format!("CREATE DATABASE {db}"))
-            .await
-            .unwrap();
-    });
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    let url = format!("{prefix}/{db}");
+    let Some(db) = PgDb::create("e2e") else {
+        return;
+    };
+    let url = db.url.clone();
     let tmp = tempfile::tempdir().unwrap();
     {
         let s = Server::start_in(tmp.path(), &["--database-url", &url]);
@@ -65,10 +39,4 @@ fn serves_from_postgres_and_survives_a_restart() {
     let out = s.ok(ADMIN, &["audit", "verify"]);
     assert!(out.contains("audit log intact: 6 events verified"), "{out}");
     drop(s);
-    rt.block_on(async {
-        let _ = admin
-            .execute_raw(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-            .await;
-        admin.close().await;
-    });
 }

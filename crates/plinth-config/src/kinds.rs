@@ -120,7 +120,148 @@ pub static KINDS: &[KindInfo] = &[
         description: "an ODCS v3 data contract that registered dataset versions are checked against",
         validate: validate_data_contract,
     },
+    KindInfo {
+        name: BUDGET_KIND,
+        plural: "budgets",
+        aliases: &["budget"],
+        scope: Scope::Cluster,
+        description: "a spending limit over tagged spend per period, with thresholds that notify, require approval or block non-production work",
+        validate: validate_budget,
+    },
+    KindInfo {
+        name: GPU_QUOTA_KIND,
+        plural: "gpuquotas",
+        aliases: &["gpuquota", "quota", "quotas"],
+        scope: Scope::Cluster,
+        description: "a team's GPU-hours per calendar month, enforced when jobs are admitted",
+        validate: validate_gpu_quota,
+    },
+    KindInfo {
+        name: DEPLOYMENT_KIND,
+        plural: "deployments",
+        aliases: &["deployment", "deploy"],
+        scope: Scope::Team,
+        description: "model versions behind the inference gateway: traffic split, upstreams, cache, limits, canary policy",
+        validate: validate_deployment,
+    },
+    KindInfo {
+        name: RELEASE_POLICY_KIND,
+        plural: "releasepolicies",
+        aliases: &["releasepolicy", "rp"],
+        scope: Scope::Cluster,
+        description: "the gates a model version must pass to be promoted (per model, or the default)",
+        validate: validate_release_policy,
+    },
+    KindInfo {
+        name: RETRAIN_POLICY_KIND,
+        plural: "retrainpolicies",
+        aliases: &["retrainpolicy"],
+        scope: Scope::Team,
+        description: "submits a training job from a template on a schedule or when a new dataset version passes its contract",
+        validate: validate_retrain_policy,
+    },
 ];
+
+/// The kind of release policies ([`ReleasePolicySpec`]).
+pub const RELEASE_POLICY_KIND: &str = "ReleasePolicy";
+
+/// The kind of server-managed model lifecycle records: one per registered model (named like
+/// it) holding its staging/canary/production versions, production history, approvals and
+/// deprecations.
+pub const MODEL_LIFECYCLE_KIND: &str = "ModelLifecycle";
+
+/// The kind of retraining policies ([`RetrainPolicySpec`]).
+pub const RETRAIN_POLICY_KIND: &str = "RetrainPolicy";
+
+/// The kind of server-managed retraining state: one per RetrainPolicy, same name.
+pub const RETRAIN_STATUS_KIND: &str = "RetrainStatus";
+
+/// `spec` of a RetrainPolicy: the training job to submit, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetrainPolicySpec {
+    /// The registered model the job retrains (recorded on the job's tags).
+    pub model: String,
+    /// The job to submit, as `plinth job submit` takes it; its team owns the policy.
+    pub job: plinth_types::job::JobSpec,
+    /// Submit every this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_seconds: Option<u64>,
+    /// Submit when a new version of this DataContract's dataset passes its contract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_dataset: Option<String>,
+}
+
+/// Promotion targets, in order.
+pub const PROMOTION_TARGETS: [&str; 3] = ["staging", "canary", "production"];
+
+/// `spec` of a ReleasePolicy: what a model version must meet to be promoted.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleasePolicySpec {
+    /// The registered model this policy gates; absent: the default for every model without
+    /// a policy of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The promotion targets gated (`staging`, `canary`, `production`); default all three.
+    #[serde(default = "all_targets")]
+    pub stages: Vec<String>,
+    /// Conditions on the version's eval metrics.
+    #[serde(default)]
+    pub metrics: Vec<MetricGate>,
+    /// The most the latency metric may be, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_budget_ms: Option<f64>,
+    #[serde(default = "default_latency_metric")]
+    pub latency_metric: String,
+    /// The most 1,000 inferences may cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_1k_budget: Option<f64>,
+    #[serde(default = "default_cost_metric")]
+    pub cost_metric: String,
+    /// Every Plinth dataset version the model was trained on must have passed its contract.
+    #[serde(default)]
+    pub require_contract_passed: bool,
+    /// Approvals needed from maintainers (or admins) other than the version's author.
+    #[serde(default)]
+    pub approvals: u32,
+}
+
+/// One eval-metric condition: absolute bounds and/or bounds on the difference to the current
+/// production version (`candidate - production`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricGate {
+    pub metric: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_delta_vs_production: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delta_vs_production: Option<f64>,
+}
+
+fn all_targets() -> Vec<String> {
+    PROMOTION_TARGETS.iter().map(|s| s.to_string()).collect()
+}
+
+fn default_latency_metric() -> String {
+    "latency_p95_ms".into()
+}
+
+fn default_cost_metric() -> String {
+    "cost_per_1k_inferences".into()
+}
+
+/// The kind of inference deployments served by the gateway (`plinth-gateway`'s spec plus the
+/// owning `team`; the name is `metadata.name`).
+pub const DEPLOYMENT_KIND: &str = "Deployment";
+
+/// The kind of server-managed deployment status (canary rollbacks): one per Deployment, same
+/// name, written by the server's gateway.
+pub const DEPLOYMENT_STATUS_KIND: &str = "DeploymentStatus";
 
 /// The kind of server-managed dataset versions (`POST /api/v1/datacontracts/{name}/versions`);
 /// stored like a resource but never applied by hand.
@@ -141,9 +282,12 @@ pub const JOB_KIND: &str = "Job";
 /// Kinds the server manages itself; applying a document of one of them is an error.
 pub const SERVER_MANAGED_KINDS: &[&str] = &[
     JOB_KIND,
+    MODEL_LIFECYCLE_KIND,
+    RETRAIN_STATUS_KIND,
     DATASET_VERSION_KIND,
     DATASET_PROFILE_KIND,
     DATASET_REFERENCE_KIND,
+    DEPLOYMENT_STATUS_KIND,
 ];
 
 /// Finds a kind by its name, plural or alias, ignoring case.
@@ -233,6 +377,13 @@ pub fn validate_document(sd: &SourcedDocument) -> Result<ValidObject, DocumentEr
                 None,
                 "kind",
                 "Job documents go to the server's job controller, which checks them with the scheduler: apply them through the server (`plinth apply`, `plinth job submit -f FILE`, POST /api/v1/jobs)".into(),
+            ));
+        }
+        if kind == DEPLOYMENT_STATUS_KIND {
+            return Err(err(
+                None,
+                "kind",
+                "DeploymentStatus objects are written by the server's gateway (canary rollbacks) and cannot be applied; apply the Deployment instead".into(),
             ));
         }
         return Err(err(
@@ -529,6 +680,55 @@ fn validate_queue(_name: &str, spec: serde_json::Value) -> Result<Checked, Field
     })
 }
 
+/// The kind of budgets ([`plinth_cost::BudgetSpec`]).
+pub const BUDGET_KIND: &str = "Budget";
+
+/// The kind of monthly GPU-hour quotas ([`plinth_cost::GpuQuotaSpec`]).
+pub const GPU_QUOTA_KIND: &str = "GpuQuota";
+
+fn validate_gpu_quota(_name: &str, spec: serde_json::Value) -> Result<Checked, FieldError> {
+    let s: plinth_cost::GpuQuotaSpec = typed(spec)?;
+    validate_name(&s.team).map_err(|m| field("team", m))?;
+    s.validate()
+        .map_err(|e| field("gpuHoursPerMonth", e.to_string()))?;
+    Ok(Checked {
+        spec: normalized(&s)?,
+        team: None,
+        references: vec![Reference {
+            kind: "Team",
+            name: s.team.clone(),
+            path: "spec.team".into(),
+        }],
+    })
+}
+
+fn validate_budget(name: &str, spec: serde_json::Value) -> Result<Checked, FieldError> {
+    let s: plinth_cost::BudgetSpec = typed(spec)?;
+    if let Err(e) = s.validate(name) {
+        // The cost engine names the budget and the field; the path points at the field.
+        let msg = e.to_string();
+        let path = if msg.contains("threshold") {
+            "thresholds"
+        } else if msg.contains("scope") {
+            "scope"
+        } else if msg.contains("currency") {
+            "currency"
+        } else if msg.contains("approvalOver") {
+            "approvalOver"
+        } else if msg.contains("webhook") {
+            "webhook"
+        } else {
+            "amount"
+        };
+        return Err(field(path, msg));
+    }
+    Ok(Checked {
+        spec: normalized(&s)?,
+        team: None,
+        references: Vec::new(),
+    })
+}
+
 fn validate_data_contract(_name: &str, spec: serde_json::Value) -> Result<Checked, FieldError> {
     let contract =
         plinth_contracts::odcs::Contract::from_value(spec.clone()).map_err(|e| FieldError {
@@ -553,6 +753,180 @@ fn validate_data_contract(_name: &str, spec: serde_json::Value) -> Result<Checke
     // Stored exactly as given, not re-serialized from the typed structs.
     Ok(Checked {
         spec,
+        team: None,
+        references: Vec::new(),
+    })
+}
+
+/// A Deployment's spec is the gateway's `DeploymentSpec` without `name` (that is
+/// `metadata.name`) plus the owning `team`; the gateway's own checks name the field.
+fn validate_deployment(name: &str, spec: serde_json::Value) -> Result<Checked, FieldError> {
+    let serde_json::Value::Object(mut map) = spec else {
+        return Err(field("", "must be a mapping"));
+    };
+    if map.contains_key("name") {
+        return Err(field(
+            "name",
+            "not allowed: a deployment is named by metadata.name",
+        ));
+    }
+    let team = match map.remove("team") {
+        Some(serde_json::Value::String(t)) => t,
+        Some(_) => return Err(field("team", "must be a string")),
+        None => return Err(field("team", "missing: the team that owns this deployment")),
+    };
+    validate_name(&team).map_err(|m| field("team", m))?;
+    map.insert("name".into(), serde_json::Value::String(name.to_string()));
+    let s: plinth_gateway::DeploymentSpec = typed(serde_json::Value::Object(map))?;
+    s.validate("spec").map_err(|e| FieldError {
+        path: e
+            .field
+            .strip_prefix("spec.")
+            .unwrap_or(&e.field)
+            .to_string(),
+        message: e.message,
+    })?;
+    let mut references = vec![Reference {
+        kind: "Team",
+        name: team.clone(),
+        path: "spec.team".into(),
+    }];
+    for (i, f) in s.fallbacks.iter().enumerate() {
+        if f == name {
+            return Err(field(
+                format!("fallbacks[{i}]"),
+                "a deployment cannot fall back to itself",
+            ));
+        }
+        references.push(Reference {
+            kind: DEPLOYMENT_KIND,
+            name: f.clone(),
+            path: format!("spec.fallbacks[{i}]"),
+        });
+    }
+    let mut spec = normalized(&s)?;
+    if let serde_json::Value::Object(m) = &mut spec {
+        m.remove("name");
+        m.insert("team".into(), serde_json::Value::String(team.clone()));
+    }
+    Ok(Checked {
+        spec,
+        team: Some(team),
+        references,
+    })
+}
+
+fn validate_retrain_policy(_name: &str, spec: serde_json::Value) -> Result<Checked, FieldError> {
+    let s: RetrainPolicySpec = typed(spec)?;
+    if s.model.trim().is_empty() {
+        return Err(field("model", "must not be empty"));
+    }
+    if s.every_seconds.is_none() && s.on_dataset.is_none() {
+        return Err(field(
+            "",
+            "needs a trigger: everySeconds, onDataset, or both",
+        ));
+    }
+    if s.every_seconds == Some(0) {
+        return Err(field("everySeconds", "must be at least 1"));
+    }
+    if s.job.command.is_empty() {
+        return Err(field("job.command", "must hold at least the program"));
+    }
+    validate_name(&s.job.team).map_err(|m| field("job.team", m))?;
+    validate_name(&s.job.queue).map_err(|m| field("job.queue", m))?;
+    let mut references = vec![
+        Reference {
+            kind: "Team",
+            name: s.job.team.clone(),
+            path: "spec.job.team".into(),
+        },
+        Reference {
+            kind: "Queue",
+            name: s.job.queue.clone(),
+            path: "spec.job.queue".into(),
+        },
+    ];
+    if let Some(d) = &s.on_dataset {
+        validate_name(d).map_err(|m| field("onDataset", m))?;
+        references.push(Reference {
+            kind: "DataContract",
+            name: d.clone(),
+            path: "spec.onDataset".into(),
+        });
+    }
+    Ok(Checked {
+        spec: normalized(&s)?,
+        team: Some(s.job.team.clone()),
+        references,
+    })
+}
+
+fn validate_release_policy(_name: &str, spec: serde_json::Value) -> Result<Checked, FieldError> {
+    let s: ReleasePolicySpec = typed(spec)?;
+    if let Some(m) = &s.model
+        && m.trim().is_empty()
+    {
+        return Err(field(
+            "model",
+            "must not be empty; leave it out for the default policy",
+        ));
+    }
+    for (i, st) in s.stages.iter().enumerate() {
+        if !PROMOTION_TARGETS.contains(&st.as_str()) {
+            return Err(field(
+                format!("stages[{i}]"),
+                format!("{st:?} is not one of staging, canary, production"),
+            ));
+        }
+    }
+    for (i, g) in s.metrics.iter().enumerate() {
+        let p = format!("metrics[{i}]");
+        if g.metric.trim().is_empty() {
+            return Err(field(format!("{p}.metric"), "must not be empty"));
+        }
+        let bounds = [
+            ("min", g.min),
+            ("max", g.max),
+            ("minDeltaVsProduction", g.min_delta_vs_production),
+            ("maxDeltaVsProduction", g.max_delta_vs_production),
+        ];
+        if bounds.iter().all(|(_, v)| v.is_none()) {
+            return Err(field(
+                p,
+                "needs at least one of min, max, minDeltaVsProduction, maxDeltaVsProduction",
+            ));
+        }
+        for (k, v) in bounds {
+            if let Some(v) = v
+                && !v.is_finite()
+            {
+                return Err(field(
+                    format!("{p}.{k}"),
+                    format!("must be a finite number, got {v}"),
+                ));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (g.min, g.max)
+            && lo > hi
+        {
+            return Err(field(format!("{p}.min"), format!("{lo} is above max {hi}")));
+        }
+    }
+    if let Some(b) = s.latency_budget_ms {
+        check_amount("latencyBudgetMs", b)?;
+    }
+    if let Some(b) = s.cost_per_1k_budget {
+        check_amount("costPer1kBudget", b)?;
+    }
+    if s.approvals > 10 {
+        return Err(field(
+            "approvals",
+            format!("{} is more than 10", s.approvals),
+        ));
+    }
+    Ok(Checked {
+        spec: normalized(&s)?,
         team: None,
         references: Vec::new(),
     })
@@ -746,5 +1120,78 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    fn deployment(spec: serde_json::Value) -> serde_json::Value {
+        json!({"apiVersion": "plinth/v1", "kind": "Deployment", "metadata": {"name": "chat"}, "spec": spec})
+    }
+
+    fn deployment_spec() -> serde_json::Value {
+        json!({"team": "team-a", "models": ["m"], "fallbacks": ["backup"], "versions": [
+            {"name": "v1", "weight": 90, "upstreams": ["http://127.0.0.1:9"]},
+            {"name": "v2", "role": "canary", "weight": 10, "upstreams": ["http://127.0.0.1:9"]}]})
+    }
+
+    #[test]
+    fn deployment_takes_the_gateway_spec_with_a_team_and_names_bad_fields() {
+        let v = check(deployment(deployment_spec())).unwrap();
+        assert_eq!(v.team.as_deref(), Some("team-a"));
+        assert_eq!(v.document.spec["team"], "team-a");
+        assert!(v.document.spec.get("name").is_none());
+        assert_eq!(v.document.spec["versions"][0]["timeoutMs"], 30000);
+        let refs: Vec<_> = v
+            .references
+            .iter()
+            .map(|r| (r.kind, r.name.as_str()))
+            .collect();
+        assert_eq!(refs, [("Team", "team-a"), ("Deployment", "backup")]);
+        let cases: [(&str, serde_json::Value, &str); 7] = [
+            ("/team", json!(null), "spec.team: missing"),
+            ("/name", json!("x"), "spec.name: not allowed"),
+            (
+                "/versions/1/weight",
+                json!(9_000_000),
+                "spec.versions[1].weight: 9000000 is above the maximum",
+            ),
+            (
+                "/versions/0/upstreams/0",
+                json!("ftp://x"),
+                "spec.versions[0].upstreams[0]: `ftp://x` must start with http://",
+            ),
+            (
+                "/versions/0/colour",
+                json!(1),
+                "spec.versions[0].colour: unknown field `colour`",
+            ),
+            (
+                "/fallbacks/0",
+                json!("chat"),
+                "spec.fallbacks[0]: a deployment cannot fall back to itself",
+            ),
+            ("/versions/0/weight", json!(0), "spec.versions: "),
+        ];
+        for (pointer, value, want) in cases {
+            let mut spec = deployment_spec();
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            let target = spec.pointer_mut(parent).unwrap();
+            if value.is_null() {
+                target.as_object_mut().unwrap().remove(key);
+            } else if let Some(a) = target.as_array_mut() {
+                a[key.parse::<usize>().unwrap()] = value;
+            } else {
+                target[key] = value;
+            }
+            let err = check(deployment(spec)).unwrap_err();
+            assert!(
+                err.contains("(Deployment/chat): ") && err.contains(want),
+                "{pointer}: {err}"
+            );
+        }
+        let err = check(
+            json!({"apiVersion": "plinth/v1", "kind": "DeploymentStatus",
+            "metadata": {"name": "chat"}, "spec": {}}),
+        )
+        .unwrap_err();
+        assert!(err.contains("written by the server's gateway"), "{err}");
     }
 }

@@ -39,6 +39,7 @@ struct FileConfig {
     max_body_bytes: Option<u64>,
     max_upload_bytes: Option<u64>,
     shutdown_grace_seconds: Option<u64>,
+    gateway_listen: Option<String>,
 }
 
 /// Values given as command-line flags; they win over everything else.
@@ -57,6 +58,8 @@ pub struct ServerOverrides {
     pub chaos_spot_interrupt_rate: Option<f64>,
     /// Seed of the chaos interruptions (`--chaos-seed`).
     pub chaos_seed: Option<u64>,
+    /// Address of the inference gateway, or `off` (`--gateway-listen`, `--no-gateway`).
+    pub gateway_listen: Option<String>,
 }
 
 /// What runs a job's admitted attempts.
@@ -91,7 +94,14 @@ pub struct ServerConfig {
     pub chaos_spot_interrupts_per_hour: f64,
     /// Seed of the chaos interruptions; `None` picks one from the clock.
     pub chaos_seed: Option<u64>,
+    /// The inference gateway's own listener (OpenAI-compatible API); `None` when turned off.
+    pub gateway_listen: Option<SocketAddr>,
+    /// Whether the gateway address was configured (then failing to listen there stops the
+    /// server); the default address is given up with a warning when it is taken.
+    pub gateway_listen_configured: bool,
 }
+
+pub const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:7879";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 pub const DEFAULT_DATA_DIR: &str = "./plinth-data";
@@ -146,6 +156,31 @@ impl ServerConfig {
             source_name: src,
             message: format!("{listen_text:?} is not an address such as 127.0.0.1:7878"),
         })?;
+
+        let (gateway, src) = pick(
+            flags.gateway_listen,
+            e("PLINTH_GATEWAY_LISTEN"),
+            file.gateway_listen,
+            (
+                "--gateway-listen",
+                "PLINTH_GATEWAY_LISTEN",
+                &cfg_field("gateway_listen"),
+            ),
+        );
+        let gateway_listen_configured = gateway.is_some();
+        let gateway_listen = match gateway.as_deref() {
+            Some("off") => None,
+            Some(text) => Some(
+                text.parse::<SocketAddr>()
+                    .map_err(|_| ConfigError::Invalid {
+                        source_name: src,
+                        message: format!(
+                            "{text:?} is not an address such as 127.0.0.1:7879 (or off)"
+                        ),
+                    })?,
+            ),
+            None => DEFAULT_GATEWAY_LISTEN.parse().ok(),
+        };
 
         let (data_dir, _) = pick(
             flags.data_dir,
@@ -313,6 +348,8 @@ impl ServerConfig {
             executor,
             chaos_spot_interrupts_per_hour: rate,
             chaos_seed,
+            gateway_listen,
+            gateway_listen_configured,
         })
     }
 }
@@ -397,6 +434,36 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("PLINTH_CHAOS_SPOT_INTERRUPT_RATE"), "{err}");
+    }
+
+    #[test]
+    fn gateway_listen_defaults_can_be_set_or_turned_off() {
+        let c = ServerConfig::load(&env(&[]), ServerOverrides::default()).unwrap();
+        assert_eq!(c.gateway_listen.map(|a| a.port()), Some(7879));
+        assert!(!c.gateway_listen_configured);
+        let c = ServerConfig::load(
+            &env(&[("PLINTH_GATEWAY_LISTEN", "off")]),
+            Default::default(),
+        )
+        .unwrap();
+        assert_eq!(c.gateway_listen, None);
+        let flags = ServerOverrides {
+            gateway_listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let c = ServerConfig::load(&env(&[("PLINTH_GATEWAY_LISTEN", "off")]), flags).unwrap();
+        assert_eq!(c.gateway_listen.map(|a| a.port()), Some(0));
+        assert!(c.gateway_listen_configured);
+        let err = ServerConfig::load(
+            &env(&[("PLINTH_GATEWAY_LISTEN", "7879")]),
+            Default::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("PLINTH_GATEWAY_LISTEN: \"7879\" is not an address"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -21,6 +21,15 @@ pub enum Period {
 }
 
 impl Period {
+    /// The name used in documents: `month`, `week` or `day`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Month => "month",
+            Period::Week => "week",
+            Period::Day => "day",
+        }
+    }
+
     /// The period containing `now`.
     pub fn containing(self, now: DateTime<Utc>) -> Window {
         let day = now.date_naive();
@@ -79,6 +88,87 @@ pub struct Budget {
     /// Under `require_approval`, jobs estimated above this need approval (default 0: all).
     #[serde(default)]
     pub approval_over: f64,
+}
+
+/// The `spec` of a `kind: Budget` resource; the resource's name becomes the budget's name.
+///
+/// ```yaml
+/// kind: Budget
+/// metadata: {name: ml-monthly}
+/// spec:
+///   scope: {team: ml}
+///   period: month
+///   amount: 10000
+///   currency: USD
+///   thresholds:
+///     - {percent: 50, action: notify}
+///     - {percent: 80, action: require_approval}
+///     - {percent: 100, action: block_non_production}
+///   approvalOver: 500
+///   webhook: https://hooks.example.com/budget
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BudgetSpec {
+    /// Tag key → value; every pair must match (empty: all spend).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scope: BTreeMap<String, String>,
+    pub period: Period,
+    pub amount: f64,
+    /// ISO 4217 code, default USD; must be the currency of the pools' prices.
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    pub thresholds: Vec<Threshold>,
+    /// Under `require_approval`, jobs estimated above this need approval (default 0: all).
+    #[serde(default)]
+    pub approval_over: f64,
+    /// Where `notify` thresholds are also POSTed (http or https URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+}
+
+fn default_currency() -> String {
+    "USD".to_string()
+}
+
+impl BudgetSpec {
+    /// The scope as `key=value` pairs joined by `sep`; `None` when it covers all spend.
+    pub fn scope_text(&self, sep: &str) -> Option<String> {
+        if self.scope.is_empty() {
+            return None;
+        }
+        let pairs: Vec<String> = self.scope.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Some(pairs.join(sep))
+    }
+
+    /// The budget this spec describes under `name`.
+    pub fn to_budget(&self, name: &str) -> Budget {
+        Budget {
+            name: name.to_string(),
+            scope: self.scope.clone(),
+            period: self.period,
+            amount: self.amount,
+            currency: self.currency.clone(),
+            thresholds: self.thresholds.clone(),
+            approval_over: self.approval_over,
+        }
+    }
+
+    /// Checks the budget (see [`Budget::validate`]) and the webhook URL.
+    pub fn validate(&self, name: &str) -> Result<(), CostError> {
+        self.to_budget(name).validate()?;
+        if let Some(url) = &self.webhook {
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+            if !ok {
+                return Err(CostError::arg(
+                    format!("budget {name:?} webhook"),
+                    format!("{url:?} is not an http or https URL"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where one threshold stands.
@@ -365,6 +455,26 @@ pub fn approval_decision(
 pub struct GpuQuota {
     pub team: String,
     pub gpu_hours_per_month: f64,
+}
+
+/// The `spec` of a `kind: GpuQuota` resource: a team's GPU-hours per calendar month (UTC),
+/// enforced when jobs are admitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GpuQuotaSpec {
+    pub team: String,
+    pub gpu_hours_per_month: f64,
+}
+
+impl GpuQuotaSpec {
+    /// Checks the amount (finite, not negative).
+    pub fn validate(&self) -> Result<(), CostError> {
+        check_amount(
+            || format!("gpu quota of team {:?}: gpuHoursPerMonth", self.team),
+            self.gpu_hours_per_month,
+        )?;
+        Ok(())
+    }
 }
 
 /// Whether a new job fits in a quota.

@@ -70,6 +70,16 @@ pub fn procurement_name(p: Procurement) -> &'static str {
     }
 }
 
+/// An amount of money for people: two decimals, or six below a cent (a short job's cost), so
+/// that small spend does not print as 0.00.
+pub fn format_amount(x: f64) -> String {
+    if x != 0.0 && x.abs() < 0.01 {
+        format!("{x:.6}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
 /// Checks that `value` is finite and not negative.
 pub(crate) fn check_amount(what: impl FnOnce() -> String, value: f64) -> Result<f64, CostError> {
     if value.is_finite() && value >= 0.0 {

@@ -36,10 +36,11 @@ mod usage;
 
 pub use alloc::{Allocation, Allocator, Charge, CostLine, CostRecord, IdleRecord, allocate, total};
 pub use budget::{
-    Action, ApprovalDecision, Budget, BudgetStatus, GpuQuota, JobEstimate, Period, QuotaDecision,
-    Threshold, ThresholdStatus, approval_decision, check_quota, gpu_hours_used, is_production,
+    Action, ApprovalDecision, Budget, BudgetSpec, BudgetStatus, GpuQuota, GpuQuotaSpec,
+    JobEstimate, Period, QuotaDecision, Threshold, ThresholdStatus, approval_decision, check_quota,
+    gpu_hours_used, is_production,
 };
-pub use error::{CostError, procurement_name};
+pub use error::{CostError, format_amount, procurement_name};
 pub use focus::{
     FocusOptions, FocusRow, FocusVersion, focus_columns, focus_rows, write_focus_csv,
     write_focus_parquet,

@@ -581,3 +581,81 @@ fn gpu_hour_quota_per_team_per_month() {
         "{e}"
     );
 }
+
+#[test]
+fn budget_and_quota_specs_are_checked_with_the_field_named() {
+    let spec = |extra: serde_json::Value| -> Result<BudgetSpec, String> {
+        let mut base = serde_json::json!({
+            "scope": {"team": "ml"}, "period": "month", "amount": 100.0,
+            "thresholds": [{"percent": 50.0, "action": "notify"}],
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        serde_json::from_value::<BudgetSpec>(base).map_err(|e| e.to_string())
+    };
+    let ok = spec(serde_json::json!({})).unwrap();
+    assert_eq!(ok.currency, "USD");
+    ok.validate("b").unwrap();
+    let b = ok.to_budget("b");
+    assert_eq!(
+        (b.name.as_str(), b.amount, b.approval_over),
+        ("b", 100.0, 0.0)
+    );
+    // Each bad field is refused with a message naming it.
+    let cases = [
+        (serde_json::json!({"amount": -1.0}), "amount"),
+        (serde_json::json!({"amount": 0.0}), "must be above 0"),
+        (serde_json::json!({"currency": "usd"}), "ISO 4217"),
+        (
+            serde_json::json!({"scope": {"colour": "red"}}),
+            "unknown tag \"colour\"",
+        ),
+        (serde_json::json!({"thresholds": []}), "has no thresholds"),
+        (
+            serde_json::json!({"thresholds": [{"percent": 0.0, "action": "notify"}]}),
+            "thresholds[0].percent",
+        ),
+        (serde_json::json!({"approvalOver": -2.0}), "approvalOver"),
+        (serde_json::json!({"webhook": "ftp://x"}), "webhook"),
+    ];
+    for (extra, needle) in cases {
+        let e = spec(extra.clone()).unwrap().validate("b").unwrap_err();
+        assert!(e.to_string().contains(needle), "{extra}: {e}");
+    }
+    // Unknown fields and actions are refused when the document is read.
+    assert!(
+        spec(serde_json::json!({"colour": 1}))
+            .unwrap_err()
+            .contains("colour")
+    );
+    assert!(
+        spec(serde_json::json!({"thresholds": [{"percent": 5.0, "action": "panic"}]}))
+            .unwrap_err()
+            .contains("panic")
+    );
+    let quota = GpuQuotaSpec {
+        team: "ml".into(),
+        gpu_hours_per_month: f64::NAN,
+    };
+    assert!(
+        quota
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("gpuHoursPerMonth")
+    );
+}
+
+#[test]
+fn amounts_below_a_cent_keep_their_digits() {
+    for (x, text) in [
+        (0.0, "0.00"),
+        (12.345, "12.35"),
+        (0.004_2, "0.004200"),
+        (-0.001, "-0.001000"),
+        (0.01, "0.01"),
+    ] {
+        assert_eq!(format_amount(x), text);
+    }
+}

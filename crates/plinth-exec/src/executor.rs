@@ -114,10 +114,10 @@ impl Executor {
         }
         files::create_dir_all(&dir)?;
         let workdir = spec.workdir.clone().unwrap_or_else(|| dir.join("work"));
-        let checkpoint_dir = spec
-            .checkpoint_dir
-            .clone()
-            .unwrap_or_else(|| self.root.join("jobs").join(&spec.job_id).join("checkpoint"));
+        let checkpoint_dir = spec.checkpoint_dir.clone().unwrap_or_else(|| {
+            let job = spec.pod.as_ref().map_or(&spec.job_id, |p| &p.job);
+            self.root.join("jobs").join(job).join("checkpoint")
+        });
         files::create_dir_all(&workdir)?;
         files::create_dir_all(&checkpoint_dir)?;
         let record = AttemptRecord {
@@ -565,6 +565,18 @@ fn validate_job_id(job_id: &str) -> Result<(), ExecError> {
 
 fn validate_spec(spec: &AttemptSpec) -> Result<(), ExecError> {
     validate_job_id(&spec.job_id)?;
+    if let Some(p) = &spec.pod {
+        validate_job_id(&p.job)?;
+        if p.rank >= p.world_size {
+            return Err(invalid(
+                &spec.job_id,
+                format!(
+                    "pod rank {} is not below the world size {}",
+                    p.rank, p.world_size
+                ),
+            ));
+        }
+    }
     let j = &spec.job_id;
     match spec.command.first() {
         None => return Err(invalid(j, "command is empty")),

@@ -38,8 +38,8 @@ pub use error::ExecError;
 pub use executor::{Executor, SupervisorProgram};
 pub use types::{
     AttemptId, AttemptSpec, AttemptStatus, EndReason, ExitKind, GpuSlot, IdlePolicy, LogChunk,
-    LogInfo, LogStream, Outcome, Recovered, RecoveredState, RunningAttempt, Snapshot, StopReason,
-    StopRequest, UsageRecord,
+    LogInfo, LogStream, Outcome, PodInfo, Recovered, RecoveredState, RunningAttempt, Snapshot,
+    StopReason, StopRequest, UsageRecord,
 };
 
 pub use plinth_types::spec::Procurement;

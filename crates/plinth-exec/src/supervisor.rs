@@ -240,8 +240,15 @@ pub fn run(dir: &Path) -> Result<(), ExecError> {
 pub(crate) fn plinth_env(record: &AttemptRecord) -> Vec<(&'static str, String)> {
     let spec = &record.spec;
     let devices: Vec<String> = spec.gpus.iter().map(|g| g.index.to_string()).collect();
+    let (job, rank, world, node) = match &spec.pod {
+        Some(p) => (p.job.clone(), p.rank, p.world_size, p.node.clone()),
+        None => (spec.job_id.clone(), 0, 1, String::new()),
+    };
     vec![
-        ("PLINTH_JOB_ID", spec.job_id.clone()),
+        ("PLINTH_JOB_ID", job),
+        ("PLINTH_RANK", rank.to_string()),
+        ("PLINTH_WORLD_SIZE", world.to_string()),
+        ("PLINTH_NODE", node),
         ("PLINTH_ATTEMPT", spec.attempt.to_string()),
         ("PLINTH_WORKDIR", record.workdir.display().to_string()),
         (

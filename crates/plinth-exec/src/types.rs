@@ -110,6 +110,21 @@ pub struct AttemptSpec {
     pub procurement: Procurement,
     /// Job tags (team, project, env, model, owner …), copied into its usage record.
     pub tags: BTreeMap<String, String>,
+    /// The pod this attempt is of a job that runs as several (a gang); `None`: the job's
+    /// only pod (rank 0 of 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodInfo>,
+}
+
+/// One pod of a job's attempt: exported as `PLINTH_JOB_ID` (the job, not the pod's own
+/// `job_id`), `PLINTH_RANK`, `PLINTH_WORLD_SIZE` and `PLINTH_NODE`. The pods of a job share
+/// its default checkpoint directory `<root>/jobs/<job>/checkpoint`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodInfo {
+    pub job: String,
+    pub rank: u32,
+    pub world_size: u32,
+    pub node: String,
 }
 
 impl AttemptSpec {
@@ -132,6 +147,7 @@ impl AttemptSpec {
             pool: "local".to_owned(),
             procurement: Procurement::OnDemand,
             tags: BTreeMap::new(),
+            pod: None,
         }
     }
 

@@ -110,10 +110,11 @@ impl OpenAiError {
         )
     }
 
-    pub fn rate_limited(message: impl Into<String>, tokens: bool, retry_after: u64) -> Self {
+    /// 429; `kind` is what ran out: `requests`, `tokens` or `spend`.
+    pub fn rate_limited(message: impl Into<String>, kind: &'static str, retry_after: u64) -> Self {
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
-            if tokens { "tokens" } else { "requests" },
+            kind,
             "rate_limit_exceeded",
             message.into(),
         );

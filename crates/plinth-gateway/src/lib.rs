@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cache;
 pub mod canary;
+pub mod demo;
 pub mod error;
 pub mod limits;
 pub mod metrics;
@@ -36,8 +37,8 @@ pub use auth::{Authenticator, Identity, StaticKeys};
 pub use error::OpenAiError;
 pub use metrics::GatewayMetrics;
 pub use spec::{
-    CacheSpec, CanaryPolicy, DeploymentSpec, DeploymentsFile, LimitScope, LimitSpec, SpecError,
-    Stickiness, VersionRole, VersionSpec, parse_deployments_yaml, validate_deployments,
+    CacheSpec, CanaryPolicy, DeploymentSpec, DeploymentsFile, LimitScope, LimitSpec, PricingSpec,
+    SpecError, Stickiness, VersionRole, VersionSpec, parse_deployments_yaml, validate_deployments,
 };
 pub use usage::{
     CanaryEvents, ChannelSink, MemoryEvents, MemorySink, NullSink, RollbackEvent, UsageRecord,
@@ -133,7 +134,7 @@ impl Deployment {
             cache: spec.cache.as_ref().map(|c| {
                 cache::ResponseCache::new(Duration::from_secs(c.ttl_seconds), c.max_bytes)
             }),
-            limiter: limits::Limiter::new(spec.limits.clone()),
+            limiter: limits::Limiter::new(spec.limits.clone(), spec.pricing.clone()),
             canary,
             sticky_header,
             versions,

@@ -1,25 +1,56 @@
-//! Fixed-window request and token limits per team or per key, kept in process.
+//! Fixed-window request, token and spend limits per team or per key, kept in process.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::auth::Identity;
-use crate::spec::{LimitScope, LimitSpec};
+use crate::spec::{LimitScope, LimitSpec, PricingSpec};
 
 #[derive(Debug, Clone, Copy)]
 struct Window {
     start: Instant,
     requests: u64,
     tokens: u64,
+    spend: f64,
+}
+
+impl Window {
+    fn new(start: Instant) -> Self {
+        Window {
+            start,
+            requests: 0,
+            tokens: 0,
+            spend: 0.0,
+        }
+    }
+}
+
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    Requests,
+    Tokens,
+    Spend,
+}
+
+impl LimitKind {
+    /// The OpenAI error `type` of the 429.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Requests => "requests",
+            LimitKind::Tokens => "tokens",
+            LimitKind::Spend => "spend",
+        }
+    }
 }
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refusal {
     pub message: String,
-    /// True when the token limit (not the request limit) was reached.
-    pub tokens: bool,
+    /// Which limit was reached.
+    pub kind: LimitKind,
     /// Seconds until the window ends.
     pub retry_after: u64,
 }
@@ -28,6 +59,7 @@ pub struct Refusal {
 #[derive(Debug)]
 pub struct Limiter {
     limits: Vec<LimitSpec>,
+    pricing: Option<PricingSpec>,
     /// One map per limit: subject (team or key id) → its current window.
     state: Mutex<Vec<HashMap<String, Window>>>,
 }
@@ -40,10 +72,11 @@ fn subject(scope: LimitScope, id: &Identity) -> &str {
 }
 
 impl Limiter {
-    pub fn new(limits: Vec<LimitSpec>) -> Self {
+    pub fn new(limits: Vec<LimitSpec>, pricing: Option<PricingSpec>) -> Self {
         let maps = limits.iter().map(|_| HashMap::new()).collect();
         Limiter {
             limits,
+            pricing,
             state: Mutex::new(maps),
         }
     }
@@ -68,24 +101,13 @@ impl Limiter {
                 continue;
             };
             if !map.contains_key(who) {
-                map.insert(
-                    who.to_owned(),
-                    Window {
-                        start: now,
-                        requests: 0,
-                        tokens: 0,
-                    },
-                );
+                map.insert(who.to_owned(), Window::new(now));
             }
             let Some(w) = map.get_mut(who) else {
                 continue;
             };
             if now.duration_since(w.start) >= len {
-                *w = Window {
-                    start: now,
-                    requests: 0,
-                    tokens: 0,
-                };
+                *w = Window::new(now);
             }
             let retry_after = (len.saturating_sub(now.duration_since(w.start)))
                 .as_secs_f64()
@@ -103,7 +125,7 @@ impl Limiter {
                          {max} requests per {}s. Retry after {retry_after}s.",
                         l.window_seconds
                     ),
-                    tokens: false,
+                    kind: LimitKind::Requests,
                     retry_after,
                 });
             }
@@ -116,7 +138,20 @@ impl Limiter {
                          {max} tokens per {}s. Retry after {retry_after}s.",
                         l.window_seconds
                     ),
-                    tokens: true,
+                    kind: LimitKind::Tokens,
+                    retry_after,
+                });
+            }
+            if let (Some(max), Some(p)) = (l.spend, &self.pricing)
+                && w.spend >= max
+            {
+                return Err(Refusal {
+                    message: format!(
+                        "Spend limit reached for {scope} `{who}` on deployment `{deployment}`: \
+                         {max} {} per {}s. Retry after {retry_after}s.",
+                        p.currency, l.window_seconds
+                    ),
+                    kind: LimitKind::Spend,
                     retry_after,
                 });
             }
@@ -129,19 +164,25 @@ impl Limiter {
         Ok(())
     }
 
-    /// Counts tokens a finished request used.
-    pub fn add_tokens(&self, id: &Identity, tokens: u64) {
+    /// Counts the tokens a finished request used, and their cost at the deployment's prices.
+    pub fn add_tokens(&self, id: &Identity, tokens_in: u64, tokens_out: u64) {
+        let tokens = tokens_in + tokens_out;
         if self.limits.is_empty() || tokens == 0 {
             return;
         }
+        let spend = self
+            .pricing
+            .as_ref()
+            .map_or(0.0, |p| p.cost(tokens_in, tokens_out));
         let Ok(mut st) = self.state.lock() else {
             return;
         };
         for (l, map) in self.limits.iter().zip(st.iter_mut()) {
-            if l.tokens.is_some()
+            if (l.tokens.is_some() || l.spend.is_some())
                 && let Some(w) = map.get_mut(subject(l.scope, id))
             {
                 w.tokens += tokens;
+                w.spend += spend;
             }
         }
     }
@@ -161,20 +202,25 @@ mod tests {
 
     #[test]
     fn request_limit_per_team_and_key() {
-        let l = Limiter::new(vec![
-            LimitSpec {
-                scope: LimitScope::Team,
-                window_seconds: 60,
-                requests: Some(3),
-                tokens: None,
-            },
-            LimitSpec {
-                scope: LimitScope::Key,
-                window_seconds: 60,
-                requests: Some(2),
-                tokens: None,
-            },
-        ]);
+        let l = Limiter::new(
+            vec![
+                LimitSpec {
+                    scope: LimitScope::Team,
+                    window_seconds: 60,
+                    requests: Some(3),
+                    tokens: None,
+                    spend: None,
+                },
+                LimitSpec {
+                    scope: LimitScope::Key,
+                    window_seconds: 60,
+                    requests: Some(2),
+                    tokens: None,
+                    spend: None,
+                },
+            ],
+            None,
+        );
         let a1 = id("a", "k1");
         let a2 = id("a", "k2");
         assert!(l.admit(&a1, "d").is_ok());
@@ -193,18 +239,56 @@ mod tests {
 
     #[test]
     fn token_limit_and_window_reset() {
-        let l = Limiter::new(vec![LimitSpec {
-            scope: LimitScope::Key,
-            window_seconds: 1,
-            requests: None,
-            tokens: Some(100),
-        }]);
+        let l = Limiter::new(
+            vec![LimitSpec {
+                scope: LimitScope::Key,
+                window_seconds: 1,
+                requests: None,
+                tokens: Some(100),
+                spend: None,
+            }],
+            None,
+        );
         let a = id("a", "k");
         assert!(l.admit(&a, "d").is_ok());
-        l.add_tokens(&a, 150);
+        l.add_tokens(&a, 100, 50);
         let r = l.admit(&a, "d").expect_err("tokens spent");
-        assert!(r.tokens);
+        assert_eq!(r.kind, LimitKind::Tokens);
         std::thread::sleep(Duration::from_millis(1100));
         assert!(l.admit(&a, "d").is_ok(), "new window");
+    }
+
+    #[test]
+    fn spend_limit_counts_tokens_at_the_deployment_prices() {
+        let pricing = PricingSpec {
+            input_per_1k_tokens: 0.5,
+            output_per_1k_tokens: 1.5,
+            currency: "EUR".into(),
+        };
+        let l = Limiter::new(
+            vec![LimitSpec {
+                scope: LimitScope::Team,
+                window_seconds: 60,
+                requests: None,
+                tokens: None,
+                spend: Some(5.0),
+            }],
+            Some(pricing),
+        );
+        let a = id("a", "k");
+        // 1,000 input and 1,000 output tokens cost 0.5 + 1.5 = 2 a request.
+        for _ in 0..2 {
+            assert!(l.admit(&a, "d").is_ok());
+            l.add_tokens(&a, 1000, 1000);
+        }
+        assert!(l.admit(&a, "d").is_ok(), "4 of 5 spent");
+        l.add_tokens(&a, 1000, 1000);
+        let r = l.admit(&a, "d").expect_err("6 of 5 spent");
+        assert_eq!(r.kind, LimitKind::Spend);
+        assert!(r.message.contains("5 EUR per 60s"), "{}", r.message);
+        assert!(
+            l.admit(&id("b", "k2"), "d").is_ok(),
+            "other team unaffected"
+        );
     }
 }

@@ -342,8 +342,12 @@ impl Drop for RequestRecord {
             return;
         };
         if !self.cache_hit {
-            dep.limiter.add_tokens(id, self.tokens_in + self.tokens_out);
+            dep.limiter.add_tokens(id, self.tokens_in, self.tokens_out);
         }
+        let cost = match (&dep.spec.pricing, self.cache_hit) {
+            (Some(p), false) => p.cost(self.tokens_in, self.tokens_out),
+            _ => 0.0,
+        };
         self.inner.usage.record(UsageRecord {
             at_unix_ms: unix_ms().saturating_sub(self.started.elapsed().as_millis() as u64),
             team: id.team.clone(),
@@ -356,6 +360,7 @@ impl Drop for RequestRecord {
             status: self.status,
             tokens_in: self.tokens_in,
             tokens_out: self.tokens_out,
+            cost,
             total_seconds: total.as_secs_f64(),
             upstream_seconds: self.upstream.as_secs_f64(),
             cache_hit: self.cache_hit,
@@ -509,7 +514,7 @@ impl Gateway {
         if let Err(r) = dep.limiter.admit(&identity, &dep.spec.name) {
             return rec.error(OpenAiError::rate_limited(
                 r.message,
-                r.tokens,
+                r.kind.as_str(),
                 r.retry_after,
             ));
         }

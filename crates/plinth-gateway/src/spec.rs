@@ -74,7 +74,33 @@ pub enum LimitScope {
     Key,
 }
 
-/// A fixed-window limit on requests and/or tokens.
+/// What a deployment's tokens cost, for spend limits and the cost per request in usage records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PricingSpec {
+    /// Price of 1,000 input (prompt) tokens.
+    pub input_per_1k_tokens: f64,
+    /// Price of 1,000 output (completion) tokens.
+    pub output_per_1k_tokens: f64,
+    /// ISO 4217 code of the prices (default USD).
+    #[serde(default = "default_currency")]
+    pub currency: String,
+}
+
+fn default_currency() -> String {
+    "USD".to_owned()
+}
+
+impl PricingSpec {
+    /// What `tokens_in` input and `tokens_out` output tokens cost.
+    pub fn cost(&self, tokens_in: u64, tokens_out: u64) -> f64 {
+        (tokens_in as f64 * self.input_per_1k_tokens
+            + tokens_out as f64 * self.output_per_1k_tokens)
+            / 1000.0
+    }
+}
+
+/// A fixed-window limit on requests, tokens and/or spend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LimitSpec {
@@ -88,6 +114,10 @@ pub struct LimitSpec {
     /// window's tokens reached the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<u64>,
+    /// Spend per window in the deployment's `pricing` currency (tokens reported by the upstream
+    /// at its prices); a request is refused once the window's spend reached the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend: Option<f64>,
 }
 
 /// When the canary is rolled back automatically (its weight becomes 0).
@@ -126,6 +156,9 @@ pub struct DeploymentSpec {
     pub cache: Option<CacheSpec>,
     #[serde(default)]
     pub limits: Vec<LimitSpec>,
+    /// Token prices: spend limits count with them, usage records carry each request's cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<PricingSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryPolicy>,
     /// Upstream path for `predict` requests (plain JSON model servers). Default `/predict`.
@@ -320,8 +353,44 @@ impl DeploymentSpec {
                     "must be at least 1",
                 ));
             }
-            if l.requests.is_none() && l.tokens.is_none() {
-                return Err(SpecError::new(lat, "needs `requests` and/or `tokens`"));
+            if l.requests.is_none() && l.tokens.is_none() && l.spend.is_none() {
+                return Err(SpecError::new(
+                    lat,
+                    "needs `requests`, `tokens` and/or `spend`",
+                ));
+            }
+            if let Some(s) = l.spend {
+                if !(s.is_finite() && s > 0.0) {
+                    return Err(SpecError::new(
+                        format!("{lat}.spend"),
+                        format!("{s} must be a number above 0"),
+                    ));
+                }
+                if self.pricing.is_none() {
+                    return Err(SpecError::new(
+                        format!("{lat}.spend"),
+                        "a spend limit needs the deployment's `pricing`",
+                    ));
+                }
+            }
+        }
+        if let Some(p) = &self.pricing {
+            for (name, v) in [
+                ("inputPer1kTokens", p.input_per_1k_tokens),
+                ("outputPer1kTokens", p.output_per_1k_tokens),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(SpecError::new(
+                        format!("{at}.pricing.{name}"),
+                        format!("{v} must be a number of at least 0"),
+                    ));
+                }
+            }
+            if p.currency.len() != 3 || !p.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(SpecError::new(
+                    format!("{at}.pricing.currency"),
+                    format!("`{}` is not an ISO 4217 code such as USD", p.currency),
+                ));
             }
         }
         if let Some(p) = &self.canary {

@@ -23,6 +23,8 @@ pub struct UsageRecord {
     pub status: u16,
     pub tokens_in: u64,
     pub tokens_out: u64,
+    /// What the tokens cost at the deployment's `pricing` (0 without pricing, and for cache hits).
+    pub cost: f64,
     /// Seconds from request arrival until the response was ready (headers, for streams).
     pub total_seconds: f64,
     /// Seconds spent waiting on upstreams, all attempts together.
@@ -169,6 +171,7 @@ mod tests {
             status: 200,
             tokens_in: n,
             tokens_out: 1,
+            cost: 0.0,
             total_seconds: 0.1,
             upstream_seconds: 0.09,
             cache_hit: false,

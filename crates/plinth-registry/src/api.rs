@@ -13,6 +13,7 @@ use plinth_store::tracking::{
 use plinth_types::{Identity, Role};
 use serde_json::{Map, Value, json};
 
+use crate::lifecycle::{self, MlflowSync, PromoteRequest};
 use crate::{MlflowError, RegistryState};
 
 /// MLflow's limits on one log-batch call.
@@ -621,9 +622,9 @@ async fn route(
             ))
         }
         ("POST", "registered-models/rename") => {
-            let m = s
-                .rename_registered_model(&r.str("name")?, &r.str("new_name")?, now)
-                .await?;
+            let (name, new_name) = (r.str("name")?, r.str("new_name")?);
+            let m = s.rename_registered_model(&name, &new_name, now).await?;
+            lifecycle::move_model(s, who, &name, Some(&new_name)).await?;
             Ok(json!({"registered_model": m}))
         }
         ("PATCH", "registered-models/update") => {
@@ -637,7 +638,9 @@ async fn route(
             Ok(json!({"registered_model": m}))
         }
         ("DELETE", "registered-models/delete") => {
-            s.delete_registered_model(&r.str("name")?).await?;
+            let name = r.str("name")?;
+            s.delete_registered_model(&name).await?;
+            lifecycle::move_model(s, who, &name, None).await?;
             Ok(json!({}))
         }
         ("POST", "registered-models/set-tag") => {
@@ -674,8 +677,14 @@ async fn route(
         ("POST", "registered-models/alias") => {
             let alias = r.str("alias")?;
             check_alias(&alias)?;
-            s.set_model_alias(&r.str("name")?, &alias, &r.str("version")?)
-                .await?;
+            let (name, version) = (r.str("name")?, r.str("version")?);
+            // The aliases of the promotion targets move through the release gates.
+            if let Ok(target) = lifecycle::parse_target(&alias)
+                && target == alias
+            {
+                promote_from_mlflow(st, who, &name, &version, target).await?;
+            }
+            s.set_model_alias(&name, &alias, &version).await?;
             Ok(json!({}))
         }
         ("DELETE", "registered-models/alias") => {
@@ -712,6 +721,7 @@ async fn route(
                     now,
                 )
                 .await?;
+            lifecycle::record_lineage(s, &mv).await;
             Ok(json!({"model_version": mv}))
         }
         ("GET", "model-versions/get") => {
@@ -753,20 +763,32 @@ async fn route(
             let key = r.str("key")?;
             check_key(&key)?;
             let value = r.opt_str("value")?.unwrap_or_default();
-            s.set_model_version_tag(
-                &r.str("name")?,
-                &r.str("version")?,
-                &KeyValue { key, value },
-            )
-            .await?;
+            let (name, version) = (r.str("name")?, r.str("version")?);
+            let lineage_tag = key.starts_with("plinth.");
+            s.set_model_version_tag(&name, &version, &KeyValue { key, value })
+                .await?;
+            if lineage_tag {
+                // The typed fields (datasets above all) feed the version's lineage.
+                lifecycle::record_lineage(s, &s.get_model_version(&name, &version).await?).await;
+            }
             Ok(json!({}))
         }
         ("POST", "model-versions/transition-stage") => {
             let target = stage(&r.str("stage")?)?;
+            let (name, version) = (r.str("name")?, r.str("version")?);
+            match target {
+                "Production" | "Staging" => {
+                    promote_from_mlflow(st, who, &name, &version, &target.to_ascii_lowercase())
+                        .await?
+                }
+                _ => lifecycle::forget_stage(s, who, &name, &version)
+                    .await
+                    .map_err(MlflowError::from)?,
+            }
             let mv = s
                 .transition_model_version_stage(
-                    &r.str("name")?,
-                    &r.str("version")?,
+                    &name,
+                    &version,
                     target,
                     r.opt_bool("archive_existing_versions")?,
                     now,
@@ -798,6 +820,23 @@ async fn route(
             format!("no MLflow endpoint {m} {path} in Plinth"),
         )),
     }
+}
+
+/// An MLflow stage transition or alias that names a promotion target goes through the same
+/// release gates as `plinth model promote`; MLflow's own change is then made as asked.
+async fn promote_from_mlflow(
+    st: &RegistryState,
+    who: &Identity,
+    name: &str,
+    version: &str,
+    target: &str,
+) -> Result<(), MlflowError> {
+    let req = PromoteRequest {
+        to: target.to_string(),
+        ..Default::default()
+    };
+    lifecycle::promote(&st.store, who, name, version, &req, MlflowSync::None).await?;
+    Ok(())
 }
 
 fn check_alias(alias: &str) -> Result<(), MlflowError> {

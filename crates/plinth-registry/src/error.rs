@@ -70,6 +70,37 @@ impl From<StoreError> for MlflowError {
     }
 }
 
+/// Lifecycle errors in MLflow's terms; a refused promotion is `INVALID_STATE` (with the
+/// status 400, so clients do not retry it) and carries the failed gates in its message.
+impl From<crate::lifecycle::LifecycleError> for MlflowError {
+    fn from(e: crate::lifecycle::LifecycleError) -> Self {
+        use plinth_types::ErrorCode;
+        let message = if e.details.is_empty() {
+            e.message
+        } else {
+            format!("{}: {}", e.message, e.details.join("; "))
+        };
+        match e.code {
+            ErrorCode::NotFound => MlflowError::not_found(message),
+            ErrorCode::PermissionDenied => MlflowError::permission_denied(message),
+            ErrorCode::Unauthenticated => MlflowError::unauthenticated(),
+            ErrorCode::AlreadyExists => {
+                MlflowError::new(StatusCode::BAD_REQUEST, "RESOURCE_ALREADY_EXISTS", message)
+            }
+            ErrorCode::Conflict => {
+                MlflowError::new(StatusCode::BAD_REQUEST, "INVALID_STATE", message)
+            }
+            ErrorCode::Unavailable => MlflowError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TEMPORARILY_UNAVAILABLE",
+                message,
+            ),
+            ErrorCode::Internal => MlflowError::internal(message),
+            _ => MlflowError::invalid(message),
+        }
+    }
+}
+
 impl IntoResponse for MlflowError {
     fn into_response(self) -> Response {
         (

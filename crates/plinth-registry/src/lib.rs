@@ -12,6 +12,8 @@
 mod api;
 mod artifacts;
 mod error;
+pub mod lifecycle;
+pub mod manifest;
 
 use std::path::PathBuf;
 

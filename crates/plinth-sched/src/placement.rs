@@ -95,6 +95,28 @@ impl Nodes {
         self.recompute_max();
     }
 
+    /// How many pods like `pod` the live nodes could hold at once when empty.
+    pub fn capacity_for(&self, pod: Pod) -> u64 {
+        let per = |total: u64, need: u64| total.checked_div(need).unwrap_or(u64::MAX);
+        self.nodes
+            .iter()
+            .filter(|n| n.alive)
+            .map(|n| {
+                let gpus = n.gpu_used.len() as u64;
+                let by_gpu = if pod.gpu == 0 {
+                    u64::MAX
+                } else if pod.gpu < Milli::from(WHOLE) {
+                    gpus * per(u64::from(WHOLE), pod.gpu)
+                } else {
+                    per(gpus, pod.gpu / u64::from(WHOLE))
+                };
+                by_gpu
+                    .min(per(n.cpu_total, pod.cpu))
+                    .min(per(n.mem_total, pod.mem))
+            })
+            .fold(0u64, |acc, c| acc.saturating_add(c))
+    }
+
     fn recompute_max(&mut self) {
         let live = self.nodes.iter().filter(|n| n.alive);
         self.max_node_gpus = 0;

@@ -225,6 +225,63 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Changes a pool's accelerator type, procurement, region, labels or class rules while it
+    /// runs (its nodes change through `add_node`/`remove_node`; a GPU pool stays a GPU pool).
+    /// Jobs running on it that the new spec no longer admits lose their pods and become
+    /// `Evicted` (returned, for the caller to stop and `requeue`); waiting jobs are matched
+    /// against the new spec.
+    pub fn update_pool(&mut self, spec: PoolSpec) -> Result<Vec<JobId>, ConfigError> {
+        let p = self.pool_index(&spec.name)?;
+        if spec.accelerator.as_deref() == Some("") {
+            return Err(invalid(
+                &format!("pool `{}` accelerator", spec.name),
+                "must not be empty (use None for a CPU pool)",
+            ));
+        }
+        if spec.accelerator.is_some() != self.pools[p].spec.accelerator.is_some() {
+            return Err(invalid(
+                &format!("pool `{}`", spec.name),
+                "cannot change between a GPU and a CPU pool while it runs",
+            ));
+        }
+        self.pools[p].spec = spec;
+        let running: BTreeSet<JobId> = self.pools[p]
+            .nodes
+            .nodes
+            .iter()
+            .flat_map(|n| n.jobs.iter().copied())
+            .collect();
+        let mut victims = Vec::new();
+        for id in running {
+            let j = id.0 as usize;
+            let queue = &self.queues[self.jobs[j].queue];
+            if let Err(why) = self.pool_suits(&self.jobs[j], queue, &self.pools[p].spec) {
+                let name = self.pools[p].spec.name.clone();
+                self.release(id);
+                let job = &mut self.jobs[j];
+                job.state = JobState::Evicted;
+                job.wait = Some(WaitReason {
+                    kind: WaitKind::Evicted,
+                    pool: Some(name.clone()),
+                    message: format!("pool `{name}` changed and {why}; waiting for requeue"),
+                });
+                victims.push(id);
+            }
+        }
+        for j in 0..self.jobs.len() {
+            let waiting = matches!(self.jobs[j].state, JobState::Pending | JobState::Evicted);
+            let uses_pool = self.queues[self.jobs[j].queue]
+                .quotas
+                .iter()
+                .any(|q| q.pool == p);
+            if waiting && uses_pool {
+                self.jobs[j].eligible = self.eligibility(j).0;
+            }
+        }
+        self.wake_all();
+        Ok(victims)
+    }
+
     pub fn add_node(&mut self, pool: &str, node: NodeSpec) -> Result<(), ConfigError> {
         let p = self.pool_index(pool)?;
         if self.pools[p].nodes.find(&node.name).is_some() {
@@ -1704,6 +1761,19 @@ impl Scheduler {
                 from_milli(n.max_node_cpu),
                 n.max_node_mem
             ));
+        }
+        let pods = u64::from(job.spec.pods);
+        if pods > 1 {
+            let room = n.capacity_for(job.pod);
+            if room < pods {
+                return Err(format!(
+                    "pool `{name}`: the gang's {pods} pods of {} GPUs, {} CPU cores and {} MiB \
+                     each do not fit its nodes, which hold at most {room} such pods",
+                    from_milli(job.pod.gpu),
+                    from_milli(job.pod.cpu),
+                    job.pod.mem
+                ));
+            }
         }
         Ok(())
     }

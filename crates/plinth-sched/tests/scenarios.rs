@@ -311,6 +311,8 @@ fn gang_gpu_type_fractional_and_label_placement() {
                 Submit("one", 4, job("a", 1, 2.0)),
                 sched(5, &["one"]),
                 Reject(job("a", 3, 3.0), "the job needs 9 GPUs, the pool has 8"),
+                // 5.4 GPUs in all, but a GPU holds one 0.6 share: eight such pods at most.
+                Reject(job("a", 9, 0.6), "hold at most 8 such pods"),
                 Reject(
                     job("a", 1, 5.0),
                     "a pod needs 5 GPUs, its largest node has 4",
@@ -779,4 +781,78 @@ fn update_queue_changes_quota_for_waiting_jobs() {
             .unwrap_err()
             .to_string();
     assert!(e.contains("jobs still run on pool `p`"), "{e}");
+}
+
+#[test]
+fn update_pool_evicts_jobs_it_no_longer_admits_and_rematches_waiting_ones() {
+    let mut w = World::new(one_pool(vec![queue("a", None, &[("p", 16.0)])]));
+    let tolerant = |mut j: JobSpec| {
+        j.spot_tolerant = true;
+        j.checkpoint_dir = true;
+        j
+    };
+    let typed = |mut j: JobSpec, t: &str| {
+        j.gpu_type = Some(t.into());
+        j
+    };
+    let plain = w.s.submit(job("a", 1, 1.0), 0).unwrap();
+    let spot_ok = w.s.submit(tolerant(job("a", 1, 1.0)), 0).unwrap();
+    assert_eq!(w.s.schedule(1).len(), 2);
+    // A gang that asks for the pool's GPU type waits behind the two.
+    let big = w.s.submit(typed(job("a", 2, 8.0), "h100"), 2).unwrap();
+    assert!(w.s.schedule(3).is_empty());
+
+    // The pool turns spot: the job that does not tolerate spot is evicted, the other runs on.
+    let mut spot = PoolSpec::gpu("p", "h100", Procurement::Spot);
+    spot.region = Some("eu-west".into());
+    let victims = w.s.update_pool(spot.clone()).unwrap();
+    assert_eq!(victims, vec![plain]);
+    assert_eq!(w.s.status(plain).unwrap().state, JobState::Evicted);
+    let why = w.s.why(plain).unwrap().unwrap();
+    assert!(
+        why.message
+            .contains("pool `p` changed and class training runs on spot only"),
+        "{why:?}"
+    );
+    assert_eq!(w.s.status(spot_ok).unwrap().state, JobState::Admitted);
+    // Requeued, it waits: no pool of its queue admits it any more.
+    w.s.requeue(plain, 4).unwrap();
+    w.s.finish(spot_ok, 5).unwrap();
+    let d = w.s.schedule(6);
+    assert!(
+        d.iter()
+            .all(|d| !matches!(d, Decision::Admitted { job, .. } if *job == plain))
+    );
+    // The accelerator type changes: the waiting h100 gang no longer matches.
+    let mut other = spot.clone();
+    other.accelerator = Some("b200".into());
+    assert!(w.s.update_pool(other).unwrap().is_empty());
+    assert!(w.s.schedule(7).is_empty());
+    assert_eq!(w.s.status(big).unwrap().state, JobState::Pending);
+    let why = w.s.why(big).unwrap().unwrap();
+    assert!(why.message.contains("no eligible pool left"), "{why:?}");
+    // Back to on-demand h100: the evicted job runs again; the gang of the whole pool is
+    // matched to the pool again (and waits for its queue's quota there).
+    let back = PoolSpec::gpu("p", "h100", Procurement::OnDemand);
+    assert!(w.s.update_pool(back).unwrap().is_empty());
+    let admitted: Vec<JobId> =
+        w.s.schedule(8)
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Admitted { job, .. } => Some(*job),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(admitted, vec![plain]);
+    let why = w.s.why(big).unwrap().unwrap();
+    assert!(
+        why.message.contains("would use 17 GPUs on pool `p`"),
+        "{why:?}"
+    );
+    // A GPU pool cannot become a CPU pool while it runs.
+    let e = w.s.update_pool(PoolSpec::cpu("p")).unwrap_err().to_string();
+    assert!(
+        e.contains("cannot change between a GPU and a CPU pool"),
+        "{e}"
+    );
 }

@@ -5,10 +5,13 @@
 mod api;
 mod auth;
 mod console;
+mod cost;
 mod error;
+mod gateway;
 mod jobs;
 mod lineage;
 mod metrics;
+mod models;
 mod openapi;
 mod upload;
 
@@ -26,6 +29,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiErrorResponse;
+pub use gateway::serve_alone as serve_gateway_alone;
 pub use openapi::openapi_json;
 
 /// The attempt supervisor, run by `plinth exec-supervisor DIR` (a hidden subcommand, so the
@@ -46,6 +50,8 @@ pub struct AppState {
     pub jobs: Option<Arc<jobs::Jobs>>,
     /// The MLflow-compatible tracking and registry routes; `None` where they are not served.
     pub registry: Option<plinth_registry::RegistryState>,
+    /// The inference gateway (its own port); `None` where it is off.
+    pub gateway: Option<Arc<gateway::ServerGateway>>,
 }
 
 /// The whole HTTP application.
@@ -56,6 +62,9 @@ pub fn router(state: AppState) -> Router {
     let limited = api::routes()
         .merge(jobs::api::routes())
         .merge(lineage::routes())
+        .merge(models::routes())
+        .merge(cost::routes())
+        .merge(gateway::routes())
         .merge(console::routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit));
@@ -107,6 +116,8 @@ pub struct Started {
     pub addr: SocketAddr,
     /// The first admin token, only on the very first start and only if it was generated.
     pub admin_token: Option<String>,
+    /// Where the inference gateway listens; `None` when it is off or its default port was taken.
+    pub gateway_addr: Option<SocketAddr>,
 }
 
 /// Errors that stop the server from starting.
@@ -151,6 +162,26 @@ pub async fn serve(
         message: e.to_string(),
     })?;
     jobs.spawn();
+    let gateway = config
+        .gateway_listen
+        .map(|_| gateway::ServerGateway::start(platform.clone(), &metrics));
+    let gateway_addr = match (config.gateway_listen, &gateway) {
+        (Some(addr), Some(gateway)) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(gateway.serve(l, stop_requested())?),
+            Err(e) if !config.gateway_listen_configured => {
+                tracing::warn!(%addr, error = %e, "the inference gateway's default address is taken; serving without it (set --gateway-listen)");
+                None
+            }
+            Err(e) => {
+                return Err(ServeError::Bind {
+                    addr,
+                    message: format!("inference gateway: {e}"),
+                });
+            }
+        },
+        _ => None,
+    };
+    let flush_on_stop = gateway.clone();
     let state = AppState {
         platform,
         metrics,
@@ -163,7 +194,9 @@ pub async fn serve(
             artifact_root: config.data_dir.join("artifacts"),
             max_upload_bytes: config.max_upload_bytes,
         }),
+        gateway,
     };
+    models::spawn_retrainer(state.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Bind {
@@ -172,11 +205,18 @@ pub async fn serve(
         })?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, backend = store.backend().as_str(), "plinth serving");
-    on_start(&Started { addr, admin_token });
+    on_start(&Started {
+        addr,
+        admin_token,
+        gateway_addr,
+    });
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal(grace))
         .await?;
+    if let Some(g) = flush_on_stop {
+        g.flush(grace).await;
+    }
     store.close().await;
     tracing::info!("plinth stopped");
     Ok(())

@@ -116,6 +116,7 @@ impl JobMetrics {
 
 pub struct Metrics {
     pub jobs: JobMetrics,
+    pub cost: crate::cost::CostMetrics,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
@@ -124,9 +125,16 @@ pub struct Metrics {
     build: Family<BuildLabels, Gauge>,
     freshness_lag: Family<ContractLabels, Gauge<f64, AtomicU64>>,
     dataset_checks: Family<ContractStatusLabels, Gauge>,
+    /// The inference gateway, whose metric families are served on this `/metrics` too.
+    gateway: std::sync::OnceLock<plinth_gateway::Gateway>,
 }
 
 impl Metrics {
+    /// Serves `gateway`'s metrics (OpenTelemetry GenAI names, unprefixed) with the server's.
+    pub fn attach_gateway(&self, gateway: plinth_gateway::Gateway) {
+        let _ = self.gateway.set(gateway);
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("plinth");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -174,8 +182,10 @@ impl Metrics {
             dataset_checks.clone(),
         );
         let jobs = JobMetrics::register(&mut registry);
+        let cost = crate::cost::CostMetrics::register(&mut registry);
         Metrics {
             jobs,
+            cost,
             registry,
             freshness_lag,
             dataset_checks,
@@ -184,6 +194,7 @@ impl Metrics {
             objects,
             audit_events,
             build,
+            gateway: std::sync::OnceLock::new(),
         }
     }
 
@@ -200,6 +211,7 @@ impl Metrics {
                     .set(n);
             }
         }
+        self.cost.refresh(store).await;
         if let Ok(n) = store.count_audit().await {
             self.audit_events.set(n);
         }
@@ -240,6 +252,9 @@ impl Metrics {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
+        }
+        if let Some(g) = self.gateway.get() {
+            out.push_str(&g.metrics_text());
         }
         to_prometheus_text(&out)
     }

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::jobs::api as jobs;
-use crate::{api, lineage, upload};
+use crate::{api, cost, gateway, lineage, models, upload};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,15 +22,23 @@ use crate::{api, lineage, upload};
         api::set_dataset_reference, api::dataset_drift, upload::upload_dataset,
         jobs::submit_job, jobs::submit_jobs, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::job_logs, jobs::job_events, jobs::interrupt_node,
         lineage::ingest, lineage::graph, lineage::run_events,
+        models::list_models, models::get_model, models::register_version, models::get_version,
+        models::set_manifest, models::diff_versions, models::gates, models::promote,
+        models::approve, models::deprecate, models::rollback, models::retrain_status,
+        cost::report, cost::units, cost::export, cost::ingest_usage, cost::budgets, cost::approve_job,
+        gateway::get_gateway, gateway::get_deployment_status, gateway::get_deployment_usage,
     ),
     modifiers(&BearerAuth, &ResponseDescriptions),
     tags(
         (name = "ops", description = "health, readiness, metrics"),
-        (name = "resources", description = "declarative resources: Pool, Team, Queue, DataContract"),
+        (name = "resources", description = "declarative resources: Pool, Team, Queue, DataContract, Deployment"),
         (name = "access", description = "tokens and identities"),
         (name = "audit", description = "the hash-chained audit log"),
         (name = "jobs", description = "jobs: submit, wait reasons, attempts, logs, cancel"),
+        (name = "cost", description = "cost reports, unit economics, FOCUS export, usage ingestion and budgets"),
+        (name = "models", description = "model versions with their typed fields, diffs, release gates, promotion, approvals, rollback, deprecation"),
         (name = "lineage", description = "OpenLineage intake and the lineage graph of datasets, jobs, runs and models"),
+        (name = "gateway", description = "the inference gateway: live deployment splits, canary rollbacks, per-request usage"),
         (name = "datasets", description = "dataset versions checked against DataContracts: uploads, profiles, drift, OpenLineage facets"),
     )
 )]

@@ -288,6 +288,30 @@ impl Tx<'_> {
         })
     }
 
+    /// Runs one query built at run time (placeholders only, never input text); returns its
+    /// rows.
+    pub(crate) async fn fetch_all_dyn(
+        &mut self,
+        sql: String,
+        args: Vec<Arg>,
+    ) -> Result<Vec<DbRow>, sqlx::Error> {
+        let sql = AssertSqlSafe(sql);
+        Ok(match self {
+            Tx::Sqlite(tx) => bound!(Sqlite, sql, args)
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(DbRow::Sqlite)
+                .collect(),
+            Tx::Pg(tx) => bound!(Postgres, sql, args)
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(DbRow::Pg)
+                .collect(),
+        })
+    }
+
     /// Runs SQL text that may hold several statements and no binds (a migration).
     pub(crate) async fn execute_script(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
         match self {

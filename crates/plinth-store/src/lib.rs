@@ -13,6 +13,7 @@ mod error;
 pub mod lineage;
 mod migrate;
 pub mod tracking;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -225,6 +226,11 @@ impl Store {
     /// serialized against all other writers; on any error nothing is stored. Returns the
     /// appended events with their `seq` and hashes.
     pub async fn commit(&self, batch: Batch) -> Result<Vec<AuditEvent>, StoreError> {
+        self.commit_ref(&batch).await
+    }
+
+    /// [`Store::commit`] of a batch the caller keeps (to retry its ops one by one, say).
+    pub async fn commit_ref(&self, batch: &Batch) -> Result<Vec<AuditEvent>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }

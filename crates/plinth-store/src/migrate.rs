@@ -34,6 +34,11 @@ const SQLITE: &[Migration] = &[
         name: "lineage",
         sql: include_str!("../migrations/sqlite/0003_lineage.sql"),
     },
+    Migration {
+        version: 4,
+        name: "usage",
+        sql: include_str!("../migrations/sqlite/0004_usage.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -51,6 +56,11 @@ const POSTGRES: &[Migration] = &[
         version: 3,
         name: "lineage",
         sql: include_str!("../migrations/postgres/0003_lineage.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "usage",
+        sql: include_str!("../migrations/postgres/0004_usage.sql"),
     },
 ];
 

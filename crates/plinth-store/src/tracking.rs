@@ -1988,6 +1988,16 @@ impl Store {
             .ok_or_else(|| version_not_found(name, version))
     }
 
+    /// Every version of model `name`, newest first (none for an unknown model).
+    pub async fn list_model_versions(&self, name: &str) -> Result<Vec<ModelVersion>, StoreError> {
+        let mut q = SqlBuf::new(&format!(
+            "SELECT {MV_COLUMNS} FROM mlflow_model_versions v WHERE "
+        ));
+        let n = q.bind(name);
+        q.push(&format!("v.name = {n} ORDER BY v.version DESC"));
+        self.model_versions(q).await
+    }
+
     /// The newest version in each of `stages` (every stage when empty), by version number.
     pub async fn latest_versions(
         &self,
@@ -2135,6 +2145,37 @@ impl Store {
             .await
             .map(|_| ())
             .map_err(self.ctx().err(&what));
+        self.finish(tx, r, &what).await
+    }
+
+    /// Sets several tags of one version in one transaction: all of them or none.
+    pub async fn set_model_version_tags(
+        &self,
+        name: &str,
+        version: &str,
+        tags: &[KeyValue],
+    ) -> Result<(), StoreError> {
+        let mv = self.get_model_version(name, version).await?;
+        let v = mv
+            .version
+            .parse::<i64>()
+            .map_err(|_| version_not_found(name, version))?;
+        let what = format!("tagging version {version} of {name:?}");
+        let mut tx = self.tracking_tx(&what).await?;
+        let r = async {
+            for tag in tags {
+                tx.execute(
+                    "INSERT INTO mlflow_model_version_tags (name, version, key, value) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (name, version, key) \
+                     DO UPDATE SET value = excluded.value",
+                    args![name, v, tag.key.as_str(), tag.value.as_str()],
+                )
+                .await
+                .map_err(self.ctx().err(&what))?;
+            }
+            Ok(())
+        }
+        .await;
         self.finish(tx, r, &what).await
     }
 

@@ -45,6 +45,7 @@ backend_tests!(
     verify_detects_bad_genesis,
     hostile_strings_round_trip,
     unicode_round_trip,
+    large_batches_apply_ops_in_order,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -172,7 +173,7 @@ fn assert_code<T: std::fmt::Debug>(r: Result<T, StoreError>, code: ErrorCode) ->
 
 async fn migrations_are_idempotent(ctx: Ctx) {
     let s1 = &ctx.store;
-    assert_eq!(s1.schema_version().await.unwrap(), 3);
+    assert_eq!(s1.schema_version().await.unwrap(), 4);
     s1.commit(Batch {
         ops: vec![put(object("Pool", "a", None, 1), Precondition::Absent)],
         events: vec![event("system", "resource.create", "Pool", "a", &ts(0))],
@@ -183,12 +184,12 @@ async fn migrations_are_idempotent(ctx: Ctx) {
     // A second store on the same database while the first is open, then a third after both
     // closed: migrations are not re-applied and data survives.
     let s2 = Store::connect(&ctx.url).await.unwrap();
-    assert_eq!(s2.schema_version().await.unwrap(), 3);
+    assert_eq!(s2.schema_version().await.unwrap(), 4);
     assert!(s2.get_object("Pool", "a").await.unwrap().is_some());
     s2.close().await;
     s1.close().await;
     let s3 = Store::connect(&ctx.url).await.unwrap();
-    assert_eq!(s3.schema_version().await.unwrap(), 3);
+    assert_eq!(s3.schema_version().await.unwrap(), 4);
     assert_eq!(s3.count_audit().await.unwrap(), 1);
     assert!(s3.verify_audit().await.unwrap().ok);
     let n = s3
@@ -227,7 +228,7 @@ async fn concurrent_first_connects_migrate_once(ctx: Ctx) {
         );
     }
     for (i, s) in stores.iter().enumerate() {
-        assert_eq!(s.schema_version().await.unwrap(), 3);
+        assert_eq!(s.schema_version().await.unwrap(), 4);
         s.commit(events_batch(1, i)).await.unwrap();
     }
     assert_eq!(stores[0].count_audit().await.unwrap(), 4);
@@ -1553,4 +1554,107 @@ async fn postgres_missing_database_is_unavailable() {
     let url = common::harness::with_database(&base, "plinth_no_such_database");
     let e = assert_code(Store::connect(&url).await, ErrorCode::Unavailable);
     assert!(e.to_string().contains("postgres"), "{e}");
+}
+
+/// A batch larger than one multi-row statement (500 rows), spanning two kinds, with several
+/// ops on one object: preconditions hold in op order, only the last op of each object
+/// counts, a stale precondition anywhere fails the whole batch, and the chain stays whole.
+async fn large_batches_apply_ops_in_order(ctx: Ctx) {
+    let store = &ctx.store;
+    const N: usize = 1200;
+    let name = |i: usize| format!("job-{i:04}");
+    let mut first = Batch::new().op(put(object("Pool", "p", None, 1), Precondition::Absent));
+    for i in 0..N {
+        first = first
+            .op(put(
+                object("Job", &name(i), Some("t"), 1),
+                Precondition::Absent,
+            ))
+            .event(event("system", "job.submit", "Job", &name(i), &ts(i)));
+    }
+    let events = store.commit(first).await.unwrap();
+    assert_eq!(events.len(), N);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as i64 + 1);
+        assert_eq!(e.name, name(i));
+        assert_eq!(e.hash, event_hash(e));
+        let prev = if i == 0 {
+            GENESIS_HASH
+        } else {
+            &events[i - 1].hash
+        };
+        assert_eq!(e.prev_hash, prev);
+    }
+    assert_eq!(store.list_objects("Job").await.unwrap().len(), N);
+    assert_eq!(store.list_objects("Pool").await.unwrap().len(), 1);
+
+    // Every job moves to generation 2, except job-0000, which goes to 3, is deleted and comes
+    // back at 1; job-0001 is deleted; the pool is updated in between.
+    let mut second = Batch::new();
+    for i in 0..N {
+        second = second.op(put(
+            object("Job", &name(i), Some("t"), 2),
+            Precondition::Generation(1),
+        ));
+        if i == N / 2 {
+            second = second.op(put(
+                object("Pool", "p", None, 2),
+                Precondition::Generation(1),
+            ));
+        }
+    }
+    let delete = |n: &str, g: i64| Op::DeleteObject {
+        kind: "Job".into(),
+        name: n.into(),
+        precondition: Precondition::Generation(g),
+    };
+    second = second
+        .op(put(
+            object("Job", &name(0), Some("t"), 3),
+            Precondition::Generation(2),
+        ))
+        .op(delete(&name(0), 3))
+        .op(put(object("Job", &name(0), None, 1), Precondition::Absent))
+        .op(delete(&name(1), 2));
+    store.commit(second).await.unwrap();
+    let jobs = store.list_objects("Job").await.unwrap();
+    assert_eq!(jobs.len(), N - 1);
+    let by_name: BTreeMap<_, _> = jobs.iter().map(|o| (o.name.clone(), o)).collect();
+    assert_eq!(by_name[&name(0)].generation, 1);
+    assert_eq!(by_name[&name(0)].team, None);
+    assert!(!by_name.contains_key(&name(1)));
+    for i in 2..N {
+        assert_eq!(by_name[&name(i)], &object("Job", &name(i), Some("t"), 2));
+    }
+    assert_eq!(
+        store
+            .get_object("Pool", "p")
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
+        2
+    );
+
+    // A stale precondition late in a large batch: nothing of it is stored.
+    let mut stale = Batch::new();
+    for i in 2..N {
+        let pre = if i == N - 3 { 1 } else { 2 };
+        stale = stale
+            .op(put(
+                object("Job", &name(i), Some("t"), 3),
+                Precondition::Generation(pre),
+            ))
+            .event(event("system", "job.admit", "Job", &name(i), &ts(i)));
+    }
+    let e = assert_code(store.commit(stale).await, ErrorCode::Conflict);
+    assert!(e.to_string().contains(&name(N - 3)), "{e}");
+    let jobs = store.list_objects("Job").await.unwrap();
+    assert!(
+        jobs.iter().all(|o| o.generation <= 2),
+        "a stale batch was partly stored"
+    );
+    assert_eq!(store.count_audit().await.unwrap(), N as i64);
+    let v = store.verify_audit().await.unwrap();
+    assert!(v.ok && v.checked == N as i64, "{v:?}");
 }

@@ -20,8 +20,52 @@ backend_tests!(
     params_are_immutable_and_batches_atomic,
     search_runs_filters_orders_and_pages,
     registry_versions_stages_and_aliases,
+    version_tags_in_one_write_and_versions_newest_first,
     artifact_index,
 );
+
+async fn version_tags_in_one_write_and_versions_newest_first(ctx: Ctx) {
+    let s = &ctx.store;
+    s.create_registered_model("t", "", &[], "alice", 1)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        s.create_model_version(
+            &NewModelVersion {
+                name: "t".into(),
+                source: "s3://m".into(),
+                user_id: "alice".into(),
+                ..Default::default()
+            },
+            2,
+        )
+        .await
+        .unwrap();
+    }
+    s.delete_model_version("t", "2").await.unwrap();
+    let listed: Vec<String> = s
+        .list_model_versions("t")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(listed, ["3", "1"]);
+    assert!(s.list_model_versions("nope").await.unwrap().is_empty());
+    s.set_model_version_tags("t", "3", &[kv("a", "1"), kv("b", "2")])
+        .await
+        .unwrap();
+    s.set_model_version_tags("t", "3", &[kv("a", "9")])
+        .await
+        .unwrap();
+    let tags = s.get_model_version("t", "3").await.unwrap().tags;
+    assert_eq!(tags, [kv("a", "9"), kv("b", "2")]);
+    let e = s
+        .set_model_version_tags("t", "2", &[kv("a", "1")])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound(_)), "{e:?}");
+}
 
 fn m(key: &str, value: f64, step: i64, timestamp: i64) -> Metric {
     Metric {
@@ -53,7 +97,7 @@ async fn new_run(s: &Store, exp: &str, id: &str, start: i64) {
 
 async fn experiments_and_runs(ctx: Ctx) {
     let s = &ctx.store;
-    assert_eq!(s.schema_version().await.unwrap(), 3);
+    assert_eq!(s.schema_version().await.unwrap(), 4);
     let default = s.get_experiment("0").await.unwrap();
     assert_eq!(default.name, "Default");
     let id = s

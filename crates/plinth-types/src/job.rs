@@ -21,7 +21,12 @@ pub struct JobSpec {
     /// Workload class (decides spot and CPU-pool rules).
     #[serde(default = "default_class")]
     pub class: WorkloadClass,
-    /// Accelerators (whole, or a share of one below 1, e.g. 0.5).
+    /// Nodes (pods) of a gang job, 1 by default. Above 1 the job runs as that many pods,
+    /// each with `gpus`, `cpus` and `memoryGib`, admitted all together or not at all (Slurm's
+    /// `--nodes`, a Kueue pod set's `count`).
+    #[serde(default = "default_nodes", skip_serializing_if = "is_one")]
+    pub nodes: u32,
+    /// Accelerators of each node (whole, or a share of one below 1, e.g. 0.5).
     #[serde(default)]
     pub gpus: f64,
     /// Required accelerator type, e.g. `nvidia-h100-80gb`.
@@ -66,6 +71,12 @@ pub struct JobSpec {
 fn default_class() -> WorkloadClass {
     WorkloadClass::BatchInference
 }
+fn default_nodes() -> u32 {
+    1
+}
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
 fn default_cpus() -> f64 {
     1.0
 }
@@ -78,6 +89,9 @@ fn default_memory() -> f64 {
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Pending,
+    /// Held until a maintainer other than the submitter approves it (its estimate crossed an
+    /// approval threshold); then it waits in its queue like any pending job.
+    PendingApproval,
     Admitted,
     Running,
     Succeeded,
@@ -90,6 +104,7 @@ impl JobState {
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Pending => "pending",
+            JobState::PendingApproval => "pending_approval",
             JobState::Admitted => "admitted",
             JobState::Running => "running",
             JobState::Succeeded => "succeeded",
@@ -110,6 +125,7 @@ impl JobState {
     pub fn parse(s: &str) -> Option<JobState> {
         [
             JobState::Pending,
+            JobState::PendingApproval,
             JobState::Admitted,
             JobState::Running,
             JobState::Succeeded,
@@ -140,6 +156,20 @@ pub struct Attempt {
     pub pool: String,
     pub node: String,
     /// Accelerator indices on the node (with the share in thousandths).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
+    /// Every pod of a gang job (more than one node), by rank; `node` and `gpus` above are
+    /// rank 0's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<AttemptPod>,
+}
+
+/// Where one pod of a gang attempt ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptPod {
+    pub rank: u32,
+    pub node: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<String>,
 }

@@ -35,9 +35,14 @@ impl Server {
     /// Starts a server with a fresh data dir and `WORKSPACE` applied.
     pub fn with_workspace() -> Server {
         let s = Server::start();
-        let file = write(&s.data_dir, "workspace.yaml", WORKSPACE);
-        s.ok(ADMIN, &["apply", "-f", &file]);
+        s.apply("workspace.yaml", WORKSPACE);
         s
+    }
+
+    /// Writes `yaml` to `name` in the data dir and applies it as the admin.
+    pub fn apply(&self, name: &str, yaml: &str) {
+        let file = write(&self.data_dir, name, yaml);
+        self.ok(ADMIN, &["apply", "-f", &file]);
     }
 
     /// Starts a server on an existing data dir (to restart after a crash).
@@ -183,21 +188,220 @@ spec: {team: team-b, cohort: shared, quotas: [{pool: gpu-a, gpus: 8}]}
 
 /// Creates a token for `team` with `role` as the admin and returns its secret.
 pub fn token(server: &Server, team: &str, role: &str) -> String {
+    named_token(server, team, role, &format!("{team}-{role}"))
+}
+
+/// Creates a token for `team` with `role` named `name` as the admin and returns its secret.
+pub fn named_token(server: &Server, team: &str, role: &str, name: &str) -> String {
     let out = server.ok(
         ADMIN,
         &[
-            "token",
-            "create",
-            "--team",
-            team,
-            "--role",
-            role,
-            "--name",
-            &format!("{team}-{role}"),
-            "-o",
-            "json",
+            "token", "create", "--team", team, "--role", role, "--name", name, "-o", "json",
         ],
     );
     let v: serde_json::Value = serde_json::from_str(&out).expect("token json");
     v["token"].as_str().expect("token field").to_string()
+}
+
+/// A workspace of team-a with one CPU pool `pool` (its `spec` as flow YAML) and a queue
+/// `queue` of team-a that may use `cpus` cores of it.
+pub fn cpu_workspace(pool: &str, spec: &str, queue: &str, cpus: u32) -> String {
+    format!(
+        r#"
+apiVersion: plinth/v1
+kind: Pool
+metadata: {{name: {pool}}}
+spec: {spec}
+---
+apiVersion: plinth/v1
+kind: Team
+metadata: {{name: team-a}}
+---
+apiVersion: plinth/v1
+kind: Queue
+metadata: {{name: {queue}}}
+spec: {{team: team-a, quotas: [{{pool: {pool}, gpus: 0, cpus: {cpus}}}]}}
+"#
+    )
+}
+
+/// An ODCS data contract `id` of one table `id` whose column `id` is a required, unique integer.
+pub fn id_contract(id: &str) -> String {
+    format!(
+        "apiVersion: v3.0.2\nkind: DataContract\nid: {id}\nversion: 1.0.0\nstatus: active\n\
+         schema:\n  - name: {id}\n    properties:\n      - {{name: id, logicalType: integer, \
+         required: true, unique: true}}\n"
+    )
+}
+
+/// Writes `id_contract(id)` to `<id>.odcs.yaml` under `dir` and applies it as the admin.
+pub fn apply_id_contract(s: &Server, dir: &Path, id: &str) {
+    let contract = write(dir, &format!("{id}.odcs.yaml"), &id_contract(id));
+    s.ok(ADMIN, &["apply", "-f", &contract]);
+}
+
+/// A small tokio runtime for one blocking HTTP exchange.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// How a request authenticates: not at all, with a bearer token, or with the console's
+/// session cookie.
+#[derive(Clone, Copy)]
+pub enum Auth<'a> {
+    None,
+    Bearer(&'a str),
+    Session(&'a str),
+}
+
+/// One request to the server: `method path` with `auth` and an optional JSON body; returns the
+/// status and the body text.
+pub fn http(
+    s: &Server,
+    method: &str,
+    path: &str,
+    auth: Auth,
+    body: Option<&serde_json::Value>,
+) -> (u16, String) {
+    runtime().block_on(async {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = reqwest::Client::new().request(method, format!("{}{path}", s.url));
+        match auth {
+            Auth::None => {}
+            Auth::Bearer(t) => req = req.bearer_auth(t),
+            Auth::Session(t) => req = req.header("cookie", format!("plinth_session={t}")),
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    })
+}
+
+/// Like `http`, with the answer as JSON (as a JSON string when it is not JSON).
+pub fn http_json(
+    s: &Server,
+    method: &str,
+    path: &str,
+    auth: Auth,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let (status, text) = http(s, method, path, auth, body);
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// The body of `GET path` with `auth`, whatever its status.
+pub fn get_text(s: &Server, path: &str, auth: Auth) -> String {
+    http(s, "GET", path, auth, None).1
+}
+
+/// An MLflow-style call as `tok` (anonymous when empty); returns the status and the JSON
+/// answer (`null` when it is not JSON).
+pub fn call(
+    s: &Server,
+    tok: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let auth = if tok.is_empty() {
+        Auth::None
+    } else {
+        Auth::Bearer(tok)
+    };
+    let (status, text) = http(s, method, path, auth, body.as_ref());
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Like `call`, asserting the answer is 200; returns the JSON answer.
+pub fn call_ok(
+    s: &Server,
+    tok: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let (status, body) = call(s, tok, method, path, body);
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// `python script` with the MLflow client pointed at `s` as `tok` (no telemetry, no retries,
+/// warnings off); the caller adds arguments and runs it.
+pub fn mlflow_command(python: &Path, script: &Path, s: &Server, tok: &str) -> Command {
+    let mut cmd = Command::new(python);
+    cmd.arg(script)
+        .env("MLFLOW_TRACKING_URI", &s.url)
+        .env("MLFLOW_TRACKING_TOKEN", tok)
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
+        .env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        .env("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        .env("PYTHONWARNINGS", "ignore");
+    cmd
+}
+
+/// A PostgreSQL database of one test, `plinth_<name>_<pid>`, dropped when this is dropped.
+pub struct PgDb {
+    base: String,
+    name: String,
+    pub url: String,
+}
+
+/// Runs `sql` on the base test database.
+fn admin_sql(base: &str, sql: &[String]) {
+    runtime().block_on(async {
+        let admin = plinth_store::Store::connect(base)
+            .await
+            .expect("postgres reachable for the e2e test");
+        for q in sql {
+            admin.execute_raw(q).await.unwrap();
+        }
+        admin.close().await;
+    });
+}
+
+impl PgDb {
+    /// A fresh database (`None` with PLINTH_SKIP_POSTGRES=1).
+    pub fn create(name: &str) -> Option<PgDb> {
+        if std::env::var("PLINTH_SKIP_POSTGRES").as_deref() == Ok("1") {
+            eprintln!("skipped: PLINTH_SKIP_POSTGRES=1");
+            return None;
+        }
+        let base = std::env::var("PLINTH_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let name = format!("plinth_{name}_{}", std::process::id());
+        admin_sql(
+            &base,
+            &[
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                format!("CREATE DATABASE {name}"),
+            ],
+        );
+        let (prefix, _) = base.rsplit_once('/').unwrap();
+        let url = format!("{prefix}/{name}");
+        Some(PgDb { base, name, url })
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        admin_sql(
+            &self.base,
+            &[format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )],
+        );
+    }
 }

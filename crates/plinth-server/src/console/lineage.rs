@@ -334,6 +334,7 @@ mod tests {
             data_dir: dir.to_path_buf(),
             jobs: None,
             registry: None,
+            gateway: None,
         })
     }
 

@@ -3,9 +3,12 @@
 //! roles apply exactly as in the API.
 
 mod chart;
+mod cost;
 mod datasets;
+mod deployments;
 mod jobs;
 mod lineage;
+mod models;
 mod render;
 mod session;
 mod views;
@@ -49,6 +52,10 @@ pub fn routes() -> Router<AppState> {
         .route("/console/jobs/{name}", get(jobs::job_detail))
         .route("/console/audit", get(audit))
         .route("/console/lineage", get(lineage::lineage))
+        .route("/console/cost", get(cost::cost))
+        .route("/console/models", get(models::models))
+        .route("/console/models/{name}", get(models::model_detail))
+        .route("/console/deployments", get(deployments::deployments))
         .route("/console/contracts", get(contracts))
         .route("/console/contracts/{name}", get(datasets::contract_detail))
         .route(

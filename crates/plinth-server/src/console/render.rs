@@ -37,7 +37,14 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("verify.html", include_str!("../../templates/verify.html")),
     ("lineage.html", include_str!("../../templates/lineage.html")),
+    (
+        "deployments.html",
+        include_str!("../../templates/deployments.html"),
+    ),
+    ("models.html", include_str!("../../templates/models.html")),
+    ("model.html", include_str!("../../templates/model.html")),
     ("error.html", include_str!("../../templates/error.html")),
+    ("cost.html", include_str!("../../templates/cost.html")),
 ];
 
 pub(super) fn environment() -> Result<&'static Environment<'static>, String> {

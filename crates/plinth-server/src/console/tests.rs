@@ -360,6 +360,7 @@ async fn server() -> TestServer {
         data_dir: dir.clone(),
         jobs: None,
         registry: None,
+        gateway: None,
     };
     TestServer {
         app: crate::router(state),

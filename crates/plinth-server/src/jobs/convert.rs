@@ -68,9 +68,9 @@ pub fn queue(o: &StoredObject, pools: &BTreeMap<String, String>) -> Option<sched
     Some(s)
 }
 
-/// The scheduler's view of a job: one pod.
+/// The scheduler's view of a job: `nodes` pods (a gang) of `gpus`, `cpus` and memory each.
 pub fn sched_job(spec: &JobSpec) -> sched::JobSpec {
-    let mut j = sched::JobSpec::new(&spec.queue, spec.class, 1, spec.gpus);
+    let mut j = sched::JobSpec::new(&spec.queue, spec.class, spec.nodes.max(1), spec.gpus);
     j.priority = spec.priority;
     j.cpus_per_pod = spec.cpus;
     j.memory_mib_per_pod = (spec.memory_gib * 1024.0).ceil() as u64;
@@ -88,6 +88,9 @@ pub fn sched_job(spec: &JobSpec) -> sched::JobSpec {
     j
 }
 
+/// The most pods (nodes) one gang job may ask for.
+pub const MAX_NODES: u32 = 1024;
+
 /// Field checks that do not need the scheduler.
 pub fn validate(spec: &JobSpec) -> Result<(), CoreError> {
     let bad = |field: &str, m: String| Err(CoreError::invalid(format!("spec.{field}: {m}")));
@@ -102,6 +105,12 @@ pub fn validate(spec: &JobSpec) -> Result<(), CoreError> {
     }
     if let Err(m) = plinth_config::kinds::validate_name(&spec.queue) {
         return bad("queue", m);
+    }
+    if spec.nodes == 0 || spec.nodes > MAX_NODES {
+        return bad(
+            "nodes",
+            format!("{} must be between 1 and {MAX_NODES}", spec.nodes),
+        );
     }
     if !spec.gpus.is_finite() || spec.gpus < 0.0 || spec.gpus > 1024.0 {
         return bad("gpus", format!("{} must be between 0 and 1024", spec.gpus));

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod apply;
+mod approval;
 mod convert;
 mod runner;
 
@@ -21,20 +22,21 @@ use plinth_config::kinds::JOB_KIND;
 use plinth_core::{CoreError, Platform, authorize_read, document_digest};
 use plinth_exec::{
     AttemptId, AttemptSpec, EndReason, ExecError, Executor, ExitKind, GpuSlot, IdlePolicy,
-    LogStream, Outcome, RecoveredState, StopReason, SupervisorProgram,
+    LogStream, Outcome, PodInfo, RecoveredState, StopReason, SupervisorProgram,
 };
 use plinth_sched::{Decision, JobId, Scheduler, SchedulerConfig};
 use plinth_store::{Batch, Op, Precondition};
 use plinth_types::audit::NewAuditEvent;
 use plinth_types::job::{
-    Attempt, Job, JobRecord, JobSpec, JobState, JobStatus, SubmitJobRequest, parse_duration,
+    Attempt, AttemptPod, Job, JobRecord, JobSpec, JobState, JobStatus, SubmitJobRequest,
+    parse_duration,
 };
 use plinth_types::spec::Procurement;
 use plinth_types::{API_VERSION, Document, Identity, ObjectMeta, Role, StoredObject};
 use tokio::sync::{Mutex, Notify};
 
 use crate::metrics::Metrics;
-use runner::{Runner, SimExec};
+use runner::{Runner, SimExec, pod_id};
 
 const TICK: Duration = Duration::from_millis(500);
 /// A waiting job's stored reason is rewritten at most this often (its first one after a pass).
@@ -127,6 +129,10 @@ pub struct Jobs {
     chaos: Option<std::sync::Mutex<Chaos>>,
     wake: Notify,
     metrics: Arc<Metrics>,
+    /// Usage records of ended attempts, stored in the background (see `crate::cost`).
+    usage: crate::cost::UsageSink,
+    /// Approvals, budget blocks and GPU-hour quotas (see `crate::cost`).
+    guard: crate::cost::Guard,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -221,13 +227,17 @@ impl Jobs {
                 last: Instant::now(),
             })
         });
+        let usage = crate::cost::UsageSink::new(platform.store().clone());
+        let guard = crate::cost::Guard::start(platform.store().clone());
+        let mut sched = Scheduler::new(SchedulerConfig::default());
+        sched.add_hook(guard.quota_hook());
         Ok(Arc::new(Jobs {
             platform,
             exec,
             writes: std::sync::Mutex::new(Vec::new()),
             chaos,
             ctl: Mutex::new(Ctl {
-                sched: Scheduler::new(SchedulerConfig::default()),
+                sched,
                 pools: BTreeMap::new(),
                 queues: BTreeMap::new(),
                 procurement: BTreeMap::new(),
@@ -239,6 +249,8 @@ impl Jobs {
             }),
             wake: Notify::new(),
             metrics,
+            usage,
+            guard,
         }))
     }
 
@@ -249,6 +261,7 @@ impl Jobs {
             if let Err(e) = me.recover().await {
                 tracing::error!(error = %e, "job controller: recovery failed");
             }
+            me.backfill_usage().await;
             loop {
                 if let Err(e) = me.tick().await {
                     tracing::warn!(error = %e, "job controller: tick failed");
@@ -274,10 +287,31 @@ impl Jobs {
             match ctl.pools.get(&p.name) {
                 Some(d) if *d == p.digest => continue,
                 Some(_) => {
-                    // A changed pool: its nodes follow the new spec.
+                    // A changed pool: its type, procurement, region, labels and classes apply
+                    // at once (jobs it no longer admits are stopped and wait again), and its
+                    // nodes follow the new spec.
                     if ctl.nodes.contains_key(&p.name)
-                        && let Some((_, nodes, _)) = convert::pool(&p)
+                        && let Some((spec, nodes, proc_)) = convert::pool(&p)
                     {
+                        match ctl.sched.update_pool(spec) {
+                            Ok(victims) => {
+                                let names = self.stop_victims(
+                                    ctl,
+                                    victims,
+                                    &format!(
+                                        "interrupted: pool {} was changed and no longer admits the job",
+                                        p.name
+                                    ),
+                                );
+                                if !names.is_empty() {
+                                    tracing::info!(pool = %p.name, jobs = ?names, "jobs a changed pool no longer admits wait again");
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(pool = %p.name, error = %e, "cannot apply the pool change")
+                            }
+                        }
+                        ctl.procurement.insert(p.name.clone(), proc_);
                         self.resize_pool(ctl, &p.name, nodes);
                     }
                     ctl.pools.insert(p.name.clone(), p.digest.clone());
@@ -429,27 +463,32 @@ impl Jobs {
         if writes.is_empty() {
             return;
         }
+        // One batch of every op and event, kept (not copied) to store them one by one if the
+        // whole cannot be stored.
         let mut batch = Batch {
             ops: Vec::with_capacity(writes.len()),
             events: Vec::new(),
         };
-        let mut single = Vec::with_capacity(writes.len());
-        for w in &writes {
-            batch.ops.push(w.op.clone());
-            batch.events.extend(w.event.clone());
+        let mut names = Vec::with_capacity(writes.len());
+        for w in writes {
+            batch.ops.push(w.op);
+            names.push((w.name, w.event.is_some()));
+            batch.events.extend(w.event);
         }
-        let Err(e) = self.platform.store().commit(batch).await else {
+        let Err(e) = self.platform.store().commit_ref(&batch).await else {
             return;
         };
-        tracing::warn!(error = %e, writes = writes.len(), "cannot store job changes together; storing them one by one");
-        for w in writes {
-            let name = w.name.clone();
+        let mut single = Vec::with_capacity(names.len());
+        tracing::warn!(error = %e, writes = names.len(), "cannot store job changes together; storing them one by one");
+        let mut events = batch.events.into_iter();
+        for ((name, has_event), op) in names.into_iter().zip(batch.ops) {
+            let event = if has_event { events.next() } else { None };
             let r = self
                 .platform
                 .store()
                 .commit(Batch {
-                    ops: vec![w.op],
-                    events: w.event.into_iter().collect(),
+                    ops: vec![op],
+                    events: event.into_iter().collect(),
                 })
                 .await;
             if let Err(e) = r {
@@ -556,6 +595,8 @@ impl Jobs {
             }
         };
         let store = self.platform.store();
+        // The cost guards' figures, read before the controller is locked.
+        self.guard.refresh(store).await;
         let mut ctl = self.ctl.lock().await;
         let mut synced = false;
         let mut names = std::collections::HashSet::new();
@@ -607,6 +648,9 @@ impl Jobs {
             check.await.map_err(|e| at(i, &name, e))?;
             checked.push((name, spec));
         }
+        let held = self
+            .cost_holds(&checked)
+            .map_err(|(i, e)| at(i, &checked[i].0, e))?;
         let ms = now_ms();
         let now = now_str();
         let mut ids = Vec::with_capacity(checked.len());
@@ -653,7 +697,7 @@ impl Jobs {
         }
         let mut tracked = Vec::with_capacity(checked.len());
         for ((name, spec), id) in checked.into_iter().zip(ids.iter().copied()) {
-            let t = Tracked {
+            let mut t = Tracked {
                 team: spec.team.clone(),
                 generation: 0,
                 created_at: now.clone(),
@@ -675,6 +719,7 @@ impl Jobs {
                 sched: Some(id),
                 reason_ms: 0,
             };
+            approval::hold(&mut ctl, &mut t, held.get(&name), ms);
             tracked.push((name, t));
         }
         if dry_run {
@@ -806,9 +851,10 @@ impl Jobs {
         match running {
             Some(n) => {
                 t.record.status.cancel_requested = true;
-                if let Err(e) =
-                    self.exec
-                        .stop(&AttemptId::new(name, n), StopReason::Cancel, STOP_GRACE)
+                let world = t.record.spec.nodes.max(1);
+                if let Err(e) = self
+                    .exec
+                    .stop_pods(name, n, world, StopReason::Cancel, STOP_GRACE)
                 {
                     tracing::warn!(job = name, error = %e, "cannot stop attempt");
                 }
@@ -917,6 +963,28 @@ impl Jobs {
         let mut rebound = Vec::new();
         for (name, mut t, n) in adopted {
             let id = AttemptId::new(&name, n);
+            // A gang is adopted only whole: with a pod lost or unknown, the others stop and
+            // the attempt is lost.
+            let world = t.record.spec.nodes.max(1);
+            let missing = (1..world).find(|&r| {
+                !matches!(
+                    recovered.get(&pod_id(&name, n, r)),
+                    Some(RecoveredState::Adopted(_)) | Some(RecoveredState::Exited(_))
+                )
+            });
+            if let Some(rank) = missing {
+                let _ = self
+                    .exec
+                    .stop_pods(&name, n, world, StopReason::Cancel, STOP_GRACE);
+                if let Some(a) = t.record.status.attempts.last_mut() {
+                    a.ended_at = Some(now_str());
+                    a.exit = Some("lost".into());
+                    a.reason = Some("lost".into());
+                }
+                let msg = format!("lost: pod {rank} of the attempt did not survive a restart");
+                self.after_failure(&mut ctl, &name, t, &msg).await;
+                continue;
+            }
             match recovered.get(&id) {
                 Some(RecoveredState::Adopted(_)) | Some(RecoveredState::Exited(_)) => {
                     let ms = u64::try_from(t.record.status.submitted_ms).unwrap_or(0);
@@ -996,6 +1064,10 @@ impl Jobs {
             self.start_attempt(&mut ctl, &name, &pool, &placement).await;
         }
         for (name, mut t) in waiting {
+            if t.record.status.state == JobState::PendingApproval {
+                ctl.jobs.insert(name, t);
+                continue;
+            }
             let ms = u64::try_from(t.record.status.submitted_ms).unwrap_or(0);
             t.record.status.state = JobState::Pending;
             match ctl.sched.submit(convert::sched_job(&t.record.spec), ms) {
@@ -1030,7 +1102,7 @@ impl Jobs {
             }
         }
         // Attempts that ended since the last pass, first, so their resources are free.
-        let running: Vec<(String, u32)> = if self.exec.is_simulated() {
+        let running: Vec<(String, u32, u32)> = if self.exec.is_simulated() {
             Vec::new()
         } else {
             ctl.jobs
@@ -1041,11 +1113,11 @@ impl Jobs {
                         .attempts
                         .last()
                         .filter(|a| a.ended_at.is_none())
-                        .map(|a| (n.clone(), a.n))
+                        .map(|a| (n.clone(), a.n, t.record.spec.nodes.max(1)))
                 })
                 .collect()
         };
-        for outcome in self.exec.ended(running) {
+        for outcome in self.exec.ended(running, STOP_GRACE) {
             let name = outcome.id.job_id.clone();
             let current = ctl.jobs.get(&name).and_then(|t| {
                 t.record
@@ -1085,8 +1157,10 @@ impl Jobs {
                         && let Some(a) = t.record.status.attempts.last()
                         && a.ended_at.is_none()
                     {
-                        let _ = self.exec.stop(
-                            &AttemptId::new(&name, a.n),
+                        let _ = self.exec.stop_pods(
+                            &name,
+                            a.n,
+                            t.record.spec.nodes.max(1),
                             StopReason::Preempted,
                             STOP_GRACE,
                         );
@@ -1167,39 +1241,63 @@ impl Jobs {
         };
         let n = t.record.status.attempts.len() as u32 + 1;
         let spec = &t.record.spec;
-        let pod = placement.first();
-        let node = pod.map(|p| p.node.clone()).unwrap_or_default();
-        let gpus: Vec<(u32, u32)> = pod.map(|p| p.gpus.clone()).unwrap_or_default();
-        let mut a = AttemptSpec::new(name, n, spec.command.clone());
-        a.env = spec.env.clone();
-        a.gpus = gpus
-            .iter()
-            .map(|&(i, milli)| {
-                if milli >= 1000 {
-                    GpuSlot::whole(i)
-                } else {
-                    GpuSlot {
-                        index: i,
-                        fraction: Some(f64::from(milli) / 1000.0),
+        let world = u32::try_from(placement.len()).unwrap_or(u32::MAX).max(1);
+        let gpu_names = |gpus: &[(u32, u32)]| -> Vec<String> {
+            gpus.iter()
+                .map(|(i, m)| {
+                    if *m >= 1000 {
+                        i.to_string()
+                    } else {
+                        format!("{i}:{m}/1000")
                     }
-                }
-            })
-            .collect();
-        a.checkpoint_dir = spec.checkpoint_dir.clone().map(Into::into);
-        a.max_runtime = spec
-            .max_runtime
-            .as_deref()
-            .and_then(|d| parse_duration(d).ok());
-        a.idle = spec
-            .idle_timeout
-            .as_deref()
-            .and_then(|d| parse_duration(d).ok())
-            .map(IdlePolicy::after);
-        a.stop_grace = STOP_GRACE;
-        a.pool = pool.to_string();
-        a.procurement = procurement;
-        a.tags = spec.tags.clone();
-        a.tags.insert("team".into(), t.team.clone());
+                })
+                .collect()
+        };
+        // One executor attempt per pod (rank), each on its node with its own GPUs.
+        let mut pods = Vec::with_capacity(placement.len().max(1));
+        for rank in 0..world {
+            let p = placement.get(rank as usize);
+            let node = p.map(|p| p.node.clone()).unwrap_or_default();
+            let gpus: &[(u32, u32)] = p.map(|p| p.gpus.as_slice()).unwrap_or_default();
+            let id = pod_id(name, n, rank);
+            let mut a = AttemptSpec::new(id.job_id, n, spec.command.clone());
+            a.env = spec.env.clone();
+            a.gpus = gpus
+                .iter()
+                .map(|&(i, milli)| {
+                    if milli >= 1000 {
+                        GpuSlot::whole(i)
+                    } else {
+                        GpuSlot {
+                            index: i,
+                            fraction: Some(f64::from(milli) / 1000.0),
+                        }
+                    }
+                })
+                .collect();
+            a.checkpoint_dir = spec.checkpoint_dir.clone().map(Into::into);
+            a.max_runtime = spec
+                .max_runtime
+                .as_deref()
+                .and_then(|d| parse_duration(d).ok());
+            a.idle = spec
+                .idle_timeout
+                .as_deref()
+                .and_then(|d| parse_duration(d).ok())
+                .map(IdlePolicy::after);
+            a.stop_grace = STOP_GRACE;
+            a.pool = pool.to_string();
+            a.procurement = procurement;
+            a.tags = spec.tags.clone();
+            a.tags.insert("team".into(), t.team.clone());
+            a.pod = Some(PodInfo {
+                job: name.to_string(),
+                rank,
+                world_size: world,
+                node: node.clone(),
+            });
+            pods.push((a, node, gpu_names(gpus)));
+        }
         let now = now_str();
         let wait_ms =
             now_ms().saturating_sub(u64::try_from(t.record.status.submitted_ms).unwrap_or(0));
@@ -1216,17 +1314,19 @@ impl Jobs {
             exit: None,
             reason: None,
             pool: pool.to_string(),
-            node,
-            gpus: gpus
-                .iter()
-                .map(|(i, m)| {
-                    if *m >= 1000 {
-                        i.to_string()
-                    } else {
-                        format!("{i}:{m}/1000")
-                    }
-                })
-                .collect(),
+            node: pods.first().map(|p| p.1.clone()).unwrap_or_default(),
+            gpus: pods.first().map(|p| p.2.clone()).unwrap_or_default(),
+            pods: if world > 1 {
+                pods.iter()
+                    .map(|(a, node, gpus)| AttemptPod {
+                        rank: a.pod.as_ref().map_or(0, |p| p.rank),
+                        node: node.clone(),
+                        gpus: gpus.clone(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         });
         // `AlreadyExists`: the server died after starting this attempt and before recording
         // it; the attempt is adopted (its outcome is polled like any other).
@@ -1237,17 +1337,37 @@ impl Jobs {
             .as_deref()
             .and_then(|d| parse_duration(d).ok())
             .unwrap_or_default();
-        match self.exec.start(a, runtime) {
-            Ok(()) | Err(ExecError::AlreadyExists { .. }) => {
+        let mut started = Ok(());
+        for (a, _, _) in pods {
+            let rank = a.pod.as_ref().map_or(0, |p| p.rank);
+            match self.exec.start(a, runtime) {
+                Ok(()) | Err(ExecError::AlreadyExists { .. }) => {}
+                Err(e) => {
+                    // The pods started already stop; the attempt ends with the exec error.
+                    if rank > 0 {
+                        let _ = self
+                            .exec
+                            .stop_pods(name, n, rank, StopReason::Cancel, STOP_GRACE);
+                    }
+                    started = Err(if world > 1 {
+                        format!("pod {rank}: {e}")
+                    } else {
+                        e.to_string()
+                    });
+                    break;
+                }
+            }
+        }
+        match started {
+            Ok(()) => {
                 t.record.status.state = JobState::Running;
                 if let Err(e) = self.stage(name, &mut t, SYSTEM, Some("job.admit")) {
                     tracing::warn!(job = name, error = %e, "cannot save job");
                 }
                 ctl.jobs.insert(name.to_string(), t);
             }
-            Err(e) => {
+            Err(msg) => {
                 // The executor recorded the attempt as ended with exec_error.
-                let msg = e.to_string();
                 if let Some(last) = t.record.status.attempts.last_mut() {
                     last.ended_at = Some(now_str());
                     last.exit = Some(format!("exec error: {msg}"));
@@ -1266,6 +1386,8 @@ impl Jobs {
     /// Records the end of the latest attempt and decides what follows.
     async fn attempt_ended(&self, ctl: &mut Ctl, name: &str, mut t: Tracked, o: &Outcome) {
         let ms = now_ms();
+        self.usage
+            .send(crate::cost::attempt_row(&o.usage, &t.record.spec));
         if let Some(a) = t.record.status.attempts.last_mut() {
             a.ended_at = Some(
                 o.usage
@@ -1481,8 +1603,10 @@ impl Jobs {
             if let Some(t) = ctl.jobs.get_mut(&name) {
                 if let Some(a) = t.record.status.attempts.last()
                     && a.ended_at.is_none()
-                    && let Err(e) = self.exec.stop(
-                        &AttemptId::new(&name, a.n),
+                    && let Err(e) = self.exec.stop_pods(
+                        &name,
+                        a.n,
+                        t.record.spec.nodes.max(1),
                         StopReason::Interrupted,
                         STOP_GRACE,
                     )
@@ -1498,7 +1622,7 @@ impl Jobs {
 
     /// A re-applied pool: nodes it no longer has (or whose size changed) leave the
     /// scheduler, their jobs' attempts are stopped as interrupted and wait again; new nodes
-    /// join. Other changes (accelerator type, procurement, region) need a restart.
+    /// join.
     fn resize_pool(&self, ctl: &mut Ctl, pool: &str, nodes: Vec<plinth_sched::NodeSpec>) {
         let old = ctl.nodes.get(pool).cloned().unwrap_or_default();
         let mut victims = Vec::new();

@@ -39,12 +39,37 @@ impl Runner {
         matches!(self, Runner::Simulated(_))
     }
 
-    /// Starts an attempt; `runtime` is what the simulated executor holds it for.
+    /// Starts a pod of an attempt; `runtime` is what the simulated executor holds it for (it
+    /// runs rank 0 only: the scheduler holds the whole gang's resources meanwhile).
     pub fn start(&self, a: AttemptSpec, runtime: Duration) -> Result<(), ExecError> {
         match self {
             Runner::Local(e) => e.start(a).map(|_| ()),
+            Runner::Simulated(_) if a.pod.as_ref().is_some_and(|p| p.rank > 0) => Ok(()),
             Runner::Simulated(s) => s.start(a, runtime),
         }
+    }
+
+    /// Stops every pod of attempt `n` of `job` (`world` pods); the first error, if any.
+    pub fn stop_pods(
+        &self,
+        job: &str,
+        n: u32,
+        world: u32,
+        reason: StopReason,
+        grace: Duration,
+    ) -> Result<(), ExecError> {
+        let mut first = Ok(());
+        for rank in 0..world {
+            let r = self.stop(&pod_id(job, n, rank), reason, grace);
+            // A pod that has ended already (or, simulated, was never started) is no error.
+            if let Err(e) = r
+                && !(rank > 0 && matches!(e, ExecError::NotFound { .. }))
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
     }
 
     pub fn stop(
@@ -59,22 +84,42 @@ impl Runner {
         }
     }
 
-    /// The outcomes of the attempts among `running` that have ended.
-    pub fn ended(&self, running: Vec<(String, u32)>) -> Vec<Outcome> {
-        match self {
-            Runner::Local(e) => running
-                .into_iter()
-                .filter_map(|(name, n)| match e.status(&AttemptId::new(&name, n)) {
-                    Ok(AttemptStatus::Finished(o)) => Some(o),
-                    Ok(AttemptStatus::Running { .. }) => None,
+    /// The outcomes of the attempts among `running` (job, attempt, pods) that have ended. An
+    /// attempt of several pods ends when all of them have; once one of them has ended other
+    /// than `completed`, the others are stopped (reason `cancel`, after `grace`).
+    pub fn ended(&self, running: Vec<(String, u32, u32)>, grace: Duration) -> Vec<Outcome> {
+        let Runner::Local(e) = self else {
+            return match self {
+                Runner::Simulated(s) => s.drain_ended(),
+                Runner::Local(_) => Vec::new(),
+            };
+        };
+        let mut out = Vec::new();
+        'jobs: for (name, n, world) in running {
+            let mut done = Vec::with_capacity(world as usize);
+            let mut still = Vec::new();
+            for rank in 0..world {
+                let id = pod_id(&name, n, rank);
+                match e.status(&id) {
+                    Ok(AttemptStatus::Finished(o)) => done.push(o),
+                    Ok(AttemptStatus::Running { .. }) => still.push(id),
                     Err(err) => {
-                        tracing::warn!(job = %name, error = %err, "cannot read attempt status");
-                        None
+                        tracing::warn!(job = %name, pod = rank, error = %err, "cannot read attempt status");
+                        continue 'jobs;
                     }
-                })
-                .collect(),
-            Runner::Simulated(s) => s.drain_ended(),
+                }
+            }
+            if still.is_empty() {
+                out.push(gang_outcome(&name, n, done));
+            } else if done.iter().any(|o| o.end_reason != EndReason::Completed) {
+                for id in still {
+                    if let Err(err) = e.stop(&id, StopReason::Cancel, grace) {
+                        tracing::warn!(job = %name, error = %err, "cannot stop the rest of a failed gang");
+                    }
+                }
+            }
         }
+        out
     }
 
     /// When the next simulated attempt ends (the controller wakes up then).
@@ -114,6 +159,48 @@ impl Runner {
             e.reap();
         }
     }
+}
+
+/// The executor's id of pod `rank` of attempt `n` of `job`: rank 0 is the job itself (as for a
+/// job of one pod), rank r > 0 is `<job>.<r>` (job names have no dots, so no job has it).
+pub fn pod_id(job: &str, n: u32, rank: u32) -> AttemptId {
+    if rank == 0 {
+        AttemptId::new(job, n)
+    } else {
+        AttemptId::new(format!("{job}.{rank}"), n)
+    }
+}
+
+/// One outcome for an attempt from those of its pods (by rank): all completed, rank 0's; else
+/// that of the pod which ended first other than completed (the cause; the others were
+/// stopped because of it). Usage adds up GPU and CPU seconds over the pods.
+fn gang_outcome(job: &str, n: u32, mut pods: Vec<Outcome>) -> Outcome {
+    let cause = pods
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.end_reason != EndReason::Completed)
+        .min_by_key(|(_, o)| o.usage.ended_at)
+        .map_or(0, |(i, _)| i);
+    if pods.len() == 1 {
+        return pods.swap_remove(0);
+    }
+    let gpu_seconds = pods.iter().map(|o| o.usage.gpu_seconds).sum();
+    let cpu_seconds = pods.iter().map(|o| o.usage.cpu_seconds).sum();
+    let wall_seconds = pods
+        .iter()
+        .map(|o| o.usage.wall_seconds)
+        .fold(0.0, f64::max);
+    let started_at = pods.iter().map(|o| o.usage.started_at).min();
+    let ended_at = pods.iter().map(|o| o.usage.ended_at).max();
+    let mut o = pods.swap_remove(cause);
+    o.id = AttemptId::new(job, n);
+    o.usage.job_id = job.to_string();
+    o.usage.gpu_seconds = gpu_seconds;
+    o.usage.cpu_seconds = cpu_seconds;
+    o.usage.wall_seconds = wall_seconds;
+    o.usage.started_at = started_at.unwrap_or(o.usage.started_at);
+    o.usage.ended_at = ended_at.unwrap_or(o.usage.ended_at);
+    o
 }
 
 struct SimAttempt {

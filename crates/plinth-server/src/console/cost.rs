@@ -1,0 +1,250 @@
+//! The cost page: `/console/cost?period=2026-11&share_idle=true` charts the period's cost by
+//! team, by model and by day (allocated and idle), the budgets' burn (spend and forecast against
+//! the amount), and lists the budgets with their thresholds and warnings.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use plinth_cost::{Dimension, Report, format_amount};
+use serde::{Deserialize, Serialize};
+
+use super::PageResult;
+use super::chart::{Chart, FULL_WIDTH, Row, Series, bar_chart, fmt_num};
+use super::render::{ConsoleError, page};
+use super::session::Session;
+use super::views::Me;
+use crate::AppState;
+use crate::cost::{BudgetView, PeriodQuery, budget_views, build_report};
+
+const COST: Series = Series {
+    title: "Allocated cost",
+    class: "bar-gpu",
+    unit: "",
+};
+const IDLE: Series = Series {
+    title: "Idle cost",
+    class: "bar-quota",
+    unit: "",
+};
+const USED: Series = Series {
+    title: "Spent",
+    class: "bar-gpu",
+    unit: "%",
+};
+const FORECAST: Series = Series {
+    title: "Forecast at period end",
+    class: "bar-current",
+    unit: "%",
+};
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct CostQuery {
+    #[serde(default)]
+    period: Option<String>,
+    #[serde(default)]
+    share_idle: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct BudgetRow {
+    name: String,
+    scope: String,
+    period: String,
+    spent: String,
+    amount: String,
+    used: String,
+    forecast: String,
+    crossed: String,
+    status: String,
+    warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct CostPage {
+    period: String,
+    start: String,
+    end: String,
+    share_idle: bool,
+    currency: String,
+    allocated: String,
+    idle: String,
+    idle_percent: String,
+    untagged: String,
+    total: String,
+    team_chart: Option<Chart>,
+    model_chart: Option<Chart>,
+    day_chart: Option<Chart>,
+    budget_chart: Option<Chart>,
+    budgets: Vec<BudgetRow>,
+    warnings: Vec<String>,
+}
+
+/// One row per group of a one-dimension report: allocated cost (with shared idle when idle is
+/// shared) and, for idle shown apart, the idle rows' cost in a second series.
+fn grouped(report: &Report) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::new();
+    for r in &report.rows {
+        let label = r.group.first().cloned().unwrap_or_default();
+        let (cost, idle) = if r.idle {
+            (0.0, r.cost)
+        } else {
+            (r.cost, r.idle_share)
+        };
+        match rows.iter_mut().find(|x| x.label == label) {
+            Some(x) => {
+                x.values[0] += cost;
+                x.values[1] += idle;
+            }
+            None => rows.push(Row {
+                label,
+                values: vec![cost, idle],
+            }),
+        }
+    }
+    rows
+}
+
+fn budget_rows(views: &[BudgetView]) -> (Vec<BudgetRow>, Vec<Row>) {
+    let mut table = Vec::new();
+    let mut chart = Vec::new();
+    for v in views {
+        let scope = v
+            .spec
+            .scope_text(", ")
+            .unwrap_or_else(|| "all spend".into());
+        let period = v.spec.period.as_str().to_string();
+        match &v.status {
+            Some(s) => {
+                let crossed: Vec<String> = s
+                    .thresholds
+                    .iter()
+                    .filter(|t| t.crossed)
+                    .map(|t| format!("{}%", fmt_num(t.percent)))
+                    .collect();
+                table.push(BudgetRow {
+                    name: v.name.clone(),
+                    scope,
+                    period,
+                    spent: format_amount(s.spent),
+                    amount: format!("{} {}", format_amount(s.amount), s.currency),
+                    used: format!("{:.1}%", s.percent_used),
+                    forecast: format!("{:.1}%", s.percent_forecast),
+                    status: if crossed.is_empty() {
+                        "within".into()
+                    } else {
+                        "crossed".into()
+                    },
+                    crossed: if crossed.is_empty() {
+                        "-".into()
+                    } else {
+                        crossed.join(", ")
+                    },
+                    warnings: s.warnings.clone(),
+                });
+                chart.push(Row {
+                    label: v.name.clone(),
+                    values: vec![s.percent_used, s.percent_forecast],
+                });
+            }
+            None => table.push(BudgetRow {
+                name: v.name.clone(),
+                scope,
+                period,
+                spent: "-".into(),
+                amount: format!("{} {}", format_amount(v.spec.amount), v.spec.currency),
+                used: "-".into(),
+                forecast: "-".into(),
+                crossed: "-".into(),
+                status: "error".into(),
+                warnings: v.error.iter().cloned().collect(),
+            }),
+        }
+    }
+    (table, chart)
+}
+
+pub(super) async fn cost(
+    State(s): State<AppState>,
+    Session(who): Session,
+    Query(q): Query<CostQuery>,
+) -> PageResult {
+    let me = Me::from(&who);
+    let fail = |m: String| ConsoleError::new(StatusCode::BAD_REQUEST, "Invalid request", m);
+    let period = q
+        .period
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string);
+    let share_idle = matches!(q.share_idle.as_deref(), Some("true" | "on" | "1"));
+    let window = PeriodQuery {
+        period: period.clone(),
+        ..PeriodQuery::default()
+    }
+    .window(Utc::now())
+    .map_err(|e| fail(e.0.message).for_user(&who))?;
+    let store = s.platform.store();
+    let internal = |e: crate::error::ApiErrorResponse| {
+        ConsoleError::new(
+            StatusCode::from_u16(e.0.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
+            "Cannot compute cost",
+            e.0.message,
+        )
+        .for_user(&who)
+    };
+    let by = |d: Dimension| build_report(store, window, vec![d], share_idle);
+    let teams = by(Dimension::Team).await.map_err(internal)?;
+    let models = by(Dimension::Model).await.map_err(internal)?;
+    let days = by(Dimension::Day).await.map_err(internal)?;
+    let views = budget_views(store, Utc::now()).await.map_err(internal)?;
+    let (budgets, burn) = budget_rows(&views);
+    let r = &teams.report;
+    let series = [COST, IDLE];
+    let data = CostPage {
+        period: period.unwrap_or_else(|| window.start.format("%Y-%m").to_string()),
+        start: teams.start.clone(),
+        end: teams.end.clone(),
+        share_idle,
+        currency: r.currency.clone(),
+        allocated: format_amount(r.allocated_total),
+        idle: format_amount(r.idle_total),
+        idle_percent: if r.total > 0.0 {
+            format!("{:.1}%", r.idle_total / r.total * 100.0)
+        } else {
+            "-".into()
+        },
+        untagged: format_amount(r.untagged_total),
+        total: format_amount(r.total),
+        team_chart: bar_chart(
+            "cost-team-chart",
+            "Cost per team",
+            FULL_WIDTH,
+            &series,
+            &grouped(&teams.report),
+        ),
+        model_chart: bar_chart(
+            "cost-model-chart",
+            "Cost per model",
+            FULL_WIDTH,
+            &series,
+            &grouped(&models.report),
+        ),
+        day_chart: bar_chart(
+            "cost-day-chart",
+            "Cost per day (allocated and idle)",
+            FULL_WIDTH,
+            &series,
+            &grouped(&days.report),
+        ),
+        budget_chart: bar_chart(
+            "cost-budget-chart",
+            "Budget burn (percent of the amount)",
+            FULL_WIDTH,
+            &[USED, FORECAST],
+            &burn,
+        ),
+        budgets,
+        warnings: teams.warnings.clone(),
+    };
+    Ok(page(StatusCode::OK, "cost.html", Some(&me), "cost", &data))
+}

@@ -1,0 +1,38 @@
+-- Plinth store schema, version 4 (SQLite): metered usage, the input of the cost engine. One row
+-- per interval of one workload on one pool: a job attempt (source `job`, id
+-- `job/<name>/attempt/<n>`) or a serving replica's interval (source `gateway`). Stored once per
+-- (source, id): reporting the same interval again changes nothing. Times are RFC 3339 UTC
+-- strings with microseconds (they sort as text).
+CREATE TABLE usage_records (
+    source            TEXT    NOT NULL,
+    id                TEXT    NOT NULL,
+    -- `job` or `serving`.
+    workload          TEXT    NOT NULL,
+    -- The job's or the deployment's name.
+    workload_name     TEXT    NOT NULL,
+    -- The attempt number of a job (1, 2, ...); 0 for serving.
+    attempt           INTEGER NOT NULL,
+    pool              TEXT    NOT NULL,
+    -- `on_demand`, `reserved` or `spot`.
+    procurement       TEXT    NOT NULL,
+    start_at          TEXT    NOT NULL,
+    end_at            TEXT    NOT NULL,
+    -- Resources reserved and used on average over the interval: GPUs, CPU cores, memory GiB.
+    request_gpus      REAL    NOT NULL,
+    request_cpus      REAL    NOT NULL,
+    request_memory    REAL    NOT NULL,
+    usage_gpus        REAL    NOT NULL,
+    usage_cpus        REAL    NOT NULL,
+    usage_memory      REAL    NOT NULL,
+    -- A JSON object of the attribution tags (team, project, env, model, owner, ...).
+    tags              TEXT    NOT NULL,
+    model_version     TEXT,
+    inferences        INTEGER NOT NULL,
+    -- Why a job attempt ended (completed, failed, preempted, ...).
+    end_reason        TEXT,
+    recorded_at       TEXT    NOT NULL,
+    PRIMARY KEY (source, id)
+);
+
+CREATE INDEX usage_records_end ON usage_records (end_at);
+CREATE INDEX usage_records_start ON usage_records (start_at);
