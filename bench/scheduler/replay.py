@@ -222,7 +222,7 @@ def replay(args, path):
             if args.batch:
                 for k in range(0, len(js), args.batch_size):
                     body = json.dumps({"jobs": js[k:k + args.batch_size]})
-                    work_q.put((due, body, "/api/v1/jobs:batch"))
+                    work_q.put((due, body, "/api/v1/jobs:batch?brief=true"))
             else:
                 for j in js:
                     work_q.put((due, json.dumps(j), "/api/v1/jobs"))

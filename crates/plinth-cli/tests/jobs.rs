@@ -681,6 +681,21 @@ fn the_simulated_executor_holds_resources_for_the_declared_runtime_and_batches_a
         serde_json::json!({"jobs": [sim_job("v", 1.0, "1s")]}),
     );
     assert_eq!(status, 403);
+    // `brief=true` answers each stored job's name and generation only.
+    let (status, body) = http_post(
+        &s,
+        &m,
+        "/api/v1/jobs:batch?brief=true",
+        serde_json::json!({"jobs": [sim_job("brief-a", 1.0, "1s"), sim_job("brief-b", 1.0, "1s")]}),
+    );
+    assert_eq!(status, 201, "{body:#}");
+    assert_eq!(
+        body,
+        serde_json::json!([{"name": "brief-a", "generation": 1},
+            {"name": "brief-b", "generation": 1}])
+    );
+    let (code, _, _) = s.cli(&m, &["job", "describe", "brief-b"]);
+    assert_eq!(code, 0, "a brief batch is stored like any other");
 }
 
 #[test]

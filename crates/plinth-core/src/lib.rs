@@ -17,7 +17,7 @@ pub use auth::{TOKEN_PREFIX, authorize_read, generate_token};
 pub use datasets::content_digest;
 pub use diff::diff_documents;
 pub use error::CoreError;
-pub use resources::document_digest;
+pub use resources::{document_digest, encode_document};
 
 /// Source of the current time, so tests can pin it.
 pub type Clock = Arc<dyn Fn() -> chrono::DateTime<Utc> + Send + Sync>;

@@ -24,8 +24,26 @@ const CONFLICT_RETRIES: usize = 5;
 
 /// SHA-256 of the document's canonical JSON (keys sorted).
 pub fn document_digest(doc: &Document) -> String {
-    let value = serde_json::to_value(doc).unwrap_or(serde_json::Value::Null);
-    hex::encode(Sha256::digest(value.to_string().as_bytes()))
+    match encode_document(doc) {
+        Some((_, digest)) => digest,
+        None => {
+            let value = serde_json::to_value(doc).unwrap_or(serde_json::Value::Null);
+            hex::encode(Sha256::digest(value.to_string().as_bytes()))
+        }
+    }
+}
+
+/// The document's compact JSON and its [`document_digest`], from one encoding, when that
+/// encoding is already canonical: with no labels and no annotations every key of a document is
+/// in sorted order (`apiVersion`, `kind`, `metadata` holding only `name`, `spec`, whose maps
+/// keep their keys sorted). `None` otherwise (or if it does not encode).
+pub fn encode_document(doc: &Document) -> Option<(String, String)> {
+    if !doc.metadata.labels.is_empty() || !doc.metadata.annotations.is_empty() {
+        return None;
+    }
+    let json = serde_json::to_string(doc).ok()?;
+    let digest = hex::encode(Sha256::digest(json.as_bytes()));
+    Some((json, digest))
 }
 
 fn kind_info(kind: &str) -> Result<&'static KindInfo, CoreError> {
@@ -480,5 +498,36 @@ fn invalid_documents(problems: Vec<String>) -> CoreError {
         } else {
             problems
         },
+    }
+}
+
+#[cfg(test)]
+mod encode_tests {
+    use super::*;
+    use plinth_types::ObjectMeta;
+
+    fn old_digest(doc: &Document) -> String {
+        let value = serde_json::to_value(doc).unwrap();
+        hex::encode(Sha256::digest(value.to_string().as_bytes()))
+    }
+
+    #[test]
+    fn one_encoding_gives_the_canonical_digest() {
+        let mut doc = Document {
+            api_version: "plinth/v1".into(),
+            kind: "Job".into(),
+            metadata: ObjectMeta {
+                name: "j-1".into(),
+                ..ObjectMeta::default()
+            },
+            spec: serde_json::json!({"z": [1, 2.5, {"b": null, "a": "é\"\u{0}"}], "a": true}),
+        };
+        let (json, digest) = encode_document(&doc).unwrap();
+        assert_eq!(json, serde_json::to_value(&doc).unwrap().to_string());
+        assert_eq!(digest, old_digest(&doc));
+        assert_eq!(document_digest(&doc), digest);
+        doc.metadata.labels.insert("team".into(), "a".into());
+        assert!(encode_document(&doc).is_none());
+        assert_eq!(document_digest(&doc), old_digest(&doc));
     }
 }

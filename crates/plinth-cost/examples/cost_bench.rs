@@ -95,6 +95,7 @@ fn book() -> Result<PriceBook, Error> {
             list: None,
             capacity: Some(Resources::new(cg, cc, cm)),
             region: None,
+            since: None,
         })?;
     }
     Ok(b)

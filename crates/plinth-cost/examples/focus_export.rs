@@ -29,6 +29,7 @@ fn book() -> Result<PriceBook, CostError> {
         list: None,
         capacity: Some(Resources::new(8.0, 64.0, 512.0)),
         region: Some("eu-west".into()),
+        since: None,
     })?;
     b.add(PoolPrice {
         pool: "h100".into(),
@@ -38,6 +39,7 @@ fn book() -> Result<PriceBook, CostError> {
         list: Some(Rates::new(4.00, 0.0, 0.0)),
         capacity: Some(Resources::new(4.0, 0.0, 0.0)),
         region: Some("eu-west".into()),
+        since: None,
     })?;
     b.add(PoolPrice {
         pool: "cpu".into(),
@@ -47,6 +49,7 @@ fn book() -> Result<PriceBook, CostError> {
         list: Some(Rates::new(0.0, 0.04, 0.004)),
         capacity: None,
         region: None,
+        since: None,
     })?;
     Ok(b)
 }

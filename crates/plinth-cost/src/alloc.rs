@@ -253,6 +253,12 @@ impl<'b> Allocator<'b> {
                     break;
                 }
                 let end = midnight(day + Duration::days(1)).min(self.window.end);
+                // Capacity not yet paid for (the pool did not exist) is not idle.
+                let start = price.since.map_or(start, |s| start.max(s));
+                if start >= end {
+                    day += Duration::days(1);
+                    continue;
+                }
                 let hours = hours_between(start, end);
                 let paid_quantity = capacity.scale(hours);
                 let paid = price.rates.cost(paid_quantity);

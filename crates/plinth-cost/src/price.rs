@@ -62,6 +62,10 @@ pub struct PoolPrice {
     pub capacity: Option<Resources>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// When the capacity started to be paid for (the pool's creation); idle cost is not
+    /// counted before it. `None`: paid for the whole window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl PoolPrice {
@@ -122,6 +126,7 @@ impl PoolPrice {
                 nodes * f64::from(spec.memory_gib_per_node),
             )),
             region: spec.region.clone(),
+            since: None,
         };
         price.validate()?;
         Ok(price)

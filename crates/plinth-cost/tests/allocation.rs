@@ -62,6 +62,26 @@ fn idle_is_per_pool_and_day_and_elastic_pools_have_none() {
 }
 
 #[test]
+fn no_idle_before_the_pool_existed() {
+    // Only pool p (4 GPUs × $2/h), created 2026-11-03 12:00, window 11-02 .. 11-04: the first
+    // day has no idle record; the second is idle from noon: 12 h × 4 × $2 = $96.
+    let mut b = PriceBook::new("USD").unwrap();
+    let mut p = book()
+        .prices()
+        .iter()
+        .find(|p| p.pool == "p")
+        .unwrap()
+        .clone();
+    p.since = Some(t("2026-11-03T12:00:00Z"));
+    b.add(p).unwrap();
+    let w = Window::new(t("2026-11-02T00:00:00Z"), t("2026-11-04T00:00:00Z")).unwrap();
+    let alloc = allocate(&b, w, []).unwrap();
+    assert_eq!(alloc.idle.len(), 1, "{:?}", alloc.idle);
+    assert_eq!(alloc.idle[0].start, t("2026-11-03T12:00:00Z"));
+    assert_close!(alloc.idle_total(), 96.0);
+}
+
+#[test]
 fn records_are_split_at_midnight_and_clipped_to_the_window() {
     // 1 GPU on p from 22:00 to 02:00 next day: 2 h × $2 = $4 on each day.
     let r = job(

@@ -28,8 +28,20 @@ pub fn event_hash(e: &AuditEvent) -> String {
     hex::encode(Sha256::digest(canonical_event(e).as_bytes()))
 }
 
+/// [`event_hash`] with the detail given as its canonical text (`canonical_json(&e.detail)`,
+/// which `e.detail` is then not read for).
+pub(crate) fn event_hash_with_detail(e: &AuditEvent, detail_text: &str) -> String {
+    hex::encode(Sha256::digest(
+        canonical_event_with(e, |out| out.push_str(detail_text)).as_bytes(),
+    ))
+}
+
 /// The exact text [`event_hash`] hashes.
 pub fn canonical_event(e: &AuditEvent) -> String {
+    canonical_event_with(e, |out| canonical_json_into(&e.detail, out))
+}
+
+fn canonical_event_with(e: &AuditEvent, detail: impl FnOnce(&mut String)) -> String {
     let mut out = String::with_capacity(256);
     out.push('[');
     out.push_str(&e.seq.to_string());
@@ -45,7 +57,7 @@ pub fn canonical_event(e: &AuditEvent) -> String {
         }
     }
     out.push(',');
-    canonical_json_into(&e.detail, &mut out);
+    detail(&mut out);
     out.push(',');
     push_str(&mut out, &e.prev_hash);
     out.push(']');
@@ -92,7 +104,11 @@ fn canonical_json_into(v: &Value, out: &mut String) {
 }
 
 fn push_str(out: &mut String, s: &str) {
-    out.push_str(&Value::String(s.to_owned()).to_string());
+    // serde_json's escaping of a string, as `Value::String(s).to_string()` writes it.
+    match serde_json::to_string(s) {
+        Ok(text) => out.push_str(&text),
+        Err(_) => out.push_str(&Value::String(s.to_owned()).to_string()),
+    }
 }
 
 /// An event row as stored, with `detail` still as text so a damaged row can be reported
@@ -290,6 +306,15 @@ mod tests {
         assert_eq!(event_hash(&e), h);
         e.actor = "someone else".into();
         assert_ne!(event_hash(&e), h);
+    }
+
+    #[test]
+    fn hash_from_detail_text_matches() {
+        let e = sample();
+        assert_eq!(
+            event_hash_with_detail(&e, &canonical_json(&e.detail)),
+            event_hash(&e)
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use plinth_types::api::TokenRecord;
 use plinth_types::audit::{AuditEvent, NewAuditEvent};
 
 use crate::Backend;
-use crate::audit::{GENESIS_HASH, canonical_json, event_hash};
+use crate::audit::{GENESIS_HASH, canonical_json, event_hash, event_hash_with_detail};
 use crate::db::{Arg, Tx, args};
 use crate::error::{DbCtx, StoreError};
 
@@ -63,6 +63,14 @@ pub enum Op {
         object: StoredObject,
         precondition: Precondition,
     },
+    /// As [`Op::PutObject`], with the document already encoded: `document_json` must be the
+    /// compact JSON of `object.document` (a caller that hashed those bytes for the digest
+    /// saves encoding the document a second time).
+    PutEncoded {
+        object: StoredObject,
+        document_json: String,
+        precondition: Precondition,
+    },
     /// Delete the object; `NotFound` if it does not exist.
     DeleteObject {
         kind: String,
@@ -104,7 +112,12 @@ pub(crate) async fn apply(
             Op::PutObject {
                 object,
                 precondition,
-            } => objects.put(object, *precondition)?,
+            } => objects.put(object, None, *precondition)?,
+            Op::PutEncoded {
+                object,
+                document_json,
+                precondition,
+            } => objects.put(object, Some(document_json), *precondition)?,
             Op::DeleteObject {
                 kind,
                 name,
@@ -160,7 +173,8 @@ type Key<'a> = (&'a str, &'a str);
 
 /// What a batch does to one object in the end.
 enum Final<'a> {
-    Put(&'a StoredObject),
+    /// The object, and its document's JSON when the op carried it.
+    Put(&'a StoredObject, Option<&'a str>),
     Delete,
 }
 
@@ -179,7 +193,7 @@ impl<'a> ObjectWrites<'a> {
         let mut by_kind: BTreeMap<&'a str, BTreeSet<&'a str>> = BTreeMap::new();
         for op in ops {
             match op {
-                Op::PutObject { object, .. } => {
+                Op::PutObject { object, .. } | Op::PutEncoded { object, .. } => {
                     by_kind
                         .entry(&object.kind)
                         .or_default()
@@ -242,11 +256,16 @@ impl<'a> ObjectWrites<'a> {
         }
     }
 
-    fn put(&mut self, object: &'a StoredObject, pre: Precondition) -> Result<(), StoreError> {
+    fn put(
+        &mut self,
+        object: &'a StoredObject,
+        document_json: Option<&'a String>,
+        pre: Precondition,
+    ) -> Result<(), StoreError> {
         let key = (object.kind.as_str(), object.name.as_str());
         check_precondition(key.0, key.1, self.generation(key), pre)?;
         self.current.insert(key, Some(object.generation));
-        self.set_final(key, Final::Put(object));
+        self.set_final(key, Final::Put(object, document_json.map(String::as_str)));
         Ok(())
     }
 
@@ -277,7 +296,7 @@ impl<'a> ObjectWrites<'a> {
         for ((kind, name), f) in self.finals {
             match f {
                 Final::Delete => deletes.entry(kind).or_default().push(name),
-                Final::Put(object) => puts.push(object),
+                Final::Put(object, json) => puts.push((object, json)),
             }
         }
         for (kind, names) in deletes {
@@ -299,7 +318,7 @@ impl<'a> ObjectWrites<'a> {
         }
         for chunk in puts.chunks(ROWS_PER_STATEMENT) {
             let what = match chunk {
-                [one] => format!("storing {}", object_ref(&one.kind, &one.name)),
+                [(one, _)] => format!("storing {}", object_ref(&one.kind, &one.name)),
                 _ => format!("storing {} objects", chunk.len()),
             };
             let sql = format!(
@@ -312,13 +331,16 @@ impl<'a> ObjectWrites<'a> {
                 value_rows(ctx.backend, chunk.len(), 9)
             );
             let mut binds = Vec::with_capacity(chunk.len() * 9);
-            for object in chunk {
-                let document = serde_json::to_string(&object.document).map_err(|e| {
-                    StoreError::Internal(format!(
-                        "cannot encode the document of {}: {e}",
-                        object_ref(&object.kind, &object.name)
-                    ))
-                })?;
+            for (object, json) in chunk {
+                let document = match json {
+                    Some(json) => (*json).to_owned(),
+                    None => serde_json::to_string(&object.document).map_err(|e| {
+                        StoreError::Internal(format!(
+                            "cannot encode the document of {}: {e}",
+                            object_ref(&object.kind, &object.name)
+                        ))
+                    })?,
+                };
                 binds.extend(args![
                     &object.kind,
                     &object.name,
@@ -363,7 +385,7 @@ fn check_precondition(
 
 async fn apply_op(tx: &mut Tx<'_>, ctx: &DbCtx, op: &Op) -> Result<(), StoreError> {
     match op {
-        Op::PutObject { .. } | Op::DeleteObject { .. } => {
+        Op::PutObject { .. } | Op::PutEncoded { .. } | Op::DeleteObject { .. } => {
             return Err(StoreError::Internal(
                 "object ops are applied together, not one by one".into(),
             ));
@@ -479,14 +501,21 @@ async fn append_events(
     let mut texts = Vec::with_capacity(events.len());
     for e in events {
         seq += 1;
-        // Hash the detail exactly as it will read back: parse the stored text again, so the
-        // hash a verifier recomputes from the row is the one computed here.
+        // Hash the detail exactly as it will read back. Without floats the stored text parses
+        // back to the same value, whose canonical text is this one: hash the text as it is.
+        // With floats, parse the stored text again, so the hash a verifier recomputes from the
+        // row is the one computed here.
         let detail_text = canonical_json(&e.detail);
-        let detail = serde_json::from_str(&detail_text).map_err(|err| {
-            StoreError::Internal(format!(
-                "cannot encode the detail of audit event {seq}: {err}"
-            ))
-        })?;
+        let exact = !has_float(&e.detail);
+        let detail = if exact {
+            e.detail.clone()
+        } else {
+            serde_json::from_str(&detail_text).map_err(|err| {
+                StoreError::Internal(format!(
+                    "cannot encode the detail of audit event {seq}: {err}"
+                ))
+            })?
+        };
         let mut event = AuditEvent {
             seq,
             ts: e.ts.clone(),
@@ -501,7 +530,11 @@ async fn append_events(
             prev_hash,
             hash: String::new(),
         };
-        event.hash = event_hash(&event);
+        event.hash = if exact {
+            event_hash_with_detail(&event, &detail_text)
+        } else {
+            event_hash(&event)
+        };
         prev_hash = event.hash.clone();
         out.push(event);
         texts.push(detail_text);
@@ -535,4 +568,14 @@ async fn append_events(
         tx.execute_dyn(sql, binds).await.map_err(err)?;
     }
     Ok(out)
+}
+
+/// Does `v` hold a floating-point number anywhere?
+fn has_float(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Number(n) => n.is_f64(),
+        serde_json::Value::Array(items) => items.iter().any(has_float),
+        serde_json::Value::Object(map) => map.values().any(has_float),
+        _ => false,
+    }
 }

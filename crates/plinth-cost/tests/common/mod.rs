@@ -34,6 +34,7 @@ pub fn book() -> PriceBook {
         list: None,
         capacity: Some(Resources::new(8.0, 64.0, 512.0)),
         region: Some("eu-west".into()),
+        since: None,
     })
     .unwrap();
     b.add(PoolPrice {
@@ -44,6 +45,7 @@ pub fn book() -> PriceBook {
         list: Some(Rates::new(4.00, 0.0, 0.0)),
         capacity: Some(Resources::new(4.0, 0.0, 0.0)),
         region: None,
+        since: None,
     })
     .unwrap();
     b.add(PoolPrice {
@@ -54,6 +56,7 @@ pub fn book() -> PriceBook {
         list: None,
         capacity: Some(Resources::new(4.0, 0.0, 0.0)),
         region: None,
+        since: None,
     })
     .unwrap();
     b.add(PoolPrice {
@@ -64,6 +67,7 @@ pub fn book() -> PriceBook {
         list: Some(Rates::new(0.0, 0.04, 0.0)),
         capacity: None,
         region: None,
+        since: None,
     })
     .unwrap();
     b

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use plinth_exec::LogStream;
 use plinth_types::ErrorCode;
 use plinth_types::job::{Job, SubmitJobRequest, SubmitJobsRequest};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
 use super::Jobs;
@@ -61,10 +61,28 @@ pub async fn submit_job(
     Ok((StatusCode::CREATED, Json(jobs.submit(&who, req).await?)))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SubmitJobsQuery {
+    /// `true`: answer each stored job with its `name` and `generation` only, for a client
+    /// that does not read the jobs back (the full answer encodes every job).
+    #[serde(default)]
+    pub brief: bool,
+}
+
+/// A stored job in the `brief` answer of a batch submit.
+#[derive(Serialize)]
+struct SubmittedJob<'a> {
+    name: &'a str,
+    generation: i64,
+}
+
 /// Submits up to 10,000 jobs at once, each checked as by `POST /api/v1/jobs`, and stores
 /// them in one transaction: all of them, or (on any problem, named by the job's index) none.
-/// For load generators and pipelines that submit many jobs in one instant.
+/// For load generators and pipelines that submit many jobs in one instant. Answers the jobs
+/// as stored; with `brief=true`, each job's `name` and `generation` only.
 #[utoipa::path(post, path = "/api/v1/jobs:batch", tag = "jobs", security(("bearer" = [])),
+    params(SubmitJobsQuery),
     request_body = SubmitJobsRequest,
     responses((status = 201, body = Vec<Job>), (status = 400, body = plinth_types::ApiError),
         (status = 401, body = plinth_types::ApiError), (status = 403, body = plinth_types::ApiError),
@@ -72,14 +90,23 @@ pub async fn submit_job(
 pub async fn submit_jobs(
     State(s): State<AppState>,
     Caller(who): Caller,
+    Query(q): Query<SubmitJobsQuery>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Vec<Job>>), ApiErrorResponse> {
+) -> Result<Response, ApiErrorResponse> {
     let req: SubmitJobsRequest = parse_json(&body)?;
     let jobs = controller(&s)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(jobs.submit_many(&who, req.jobs, false).await?),
-    ))
+    let stored = jobs.submit_many(&who, req.jobs, false).await?;
+    if q.brief {
+        let brief: Vec<SubmittedJob<'_>> = stored
+            .iter()
+            .map(|j| SubmittedJob {
+                name: &j.name,
+                generation: j.generation,
+            })
+            .collect();
+        return Ok((StatusCode::CREATED, Json(brief)).into_response());
+    }
+    Ok((StatusCode::CREATED, Json(stored)).into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

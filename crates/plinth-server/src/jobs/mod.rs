@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, Utc};
 use plinth_config::ExecutorKind;
 use plinth_config::kinds::JOB_KIND;
-use plinth_core::{CoreError, Platform, authorize_read, document_digest};
+use plinth_core::{CoreError, Platform, authorize_read, document_digest, encode_document};
 use plinth_exec::{
     AttemptId, AttemptSpec, EndReason, ExecError, Executor, ExitKind, GpuSlot, IdlePolicy,
     LogStream, Outcome, PodInfo, RecoveredState, StopReason, SupervisorProgram,
@@ -384,7 +384,11 @@ impl Jobs {
             },
             spec: serde_json::to_value(&t.record).map_err(internal)?,
         };
-        let digest = document_digest(&document);
+        let encoded = encode_document(&document);
+        let digest = match &encoded {
+            Some((_, digest)) => digest.clone(),
+            None => document_digest(&document),
+        };
         let now = now_str();
         let generation = t.generation + 1;
         let object = StoredObject {
@@ -423,9 +427,16 @@ impl Jobs {
             .unwrap_or_else(|p| p.into_inner())
             .push(Write {
                 name: name.to_string(),
-                op: Op::PutObject {
-                    object,
-                    precondition,
+                op: match encoded {
+                    Some((document_json, _)) => Op::PutEncoded {
+                        object,
+                        document_json,
+                        precondition,
+                    },
+                    None => Op::PutObject {
+                        object,
+                        precondition,
+                    },
                 },
                 event,
             });
