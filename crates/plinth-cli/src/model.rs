@@ -265,12 +265,7 @@ fn print_version(v: &Value) {
     println!("  author:   {}", text(v, "author"));
     println!("  mlflow stage: {}", text(v, "mlflowStage"));
     let list = |k: &str| -> String {
-        let items: Vec<String> = v[k]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|x| x.as_str().unwrap_or_default().to_string())
-            .collect();
+        let items: Vec<String> = strings(&v[k]);
         if items.is_empty() {
             "-".into()
         } else {
@@ -337,6 +332,15 @@ fn print_version(v: &Value) {
         println!("  warning: {}", w.as_str().unwrap_or_default());
     }
     println!("  lineage: plinth lineage show {}", text(v, "lineageNode"));
+}
+
+/// The strings of a JSON array (none when it is not one).
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| x.as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 fn version_path(name: &str, version: &str) -> String {
@@ -406,12 +410,7 @@ pub async fn run(cmd: ModelCmd) -> CmdResult {
                             dash(m["policy"].as_str())
                         );
                         println!("  stages: {}", stages_line(&m["stages"]));
-                        let hist: Vec<String> = m["productionHistory"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(|x| x.as_str().unwrap_or_default().to_string())
-                            .collect();
+                        let hist: Vec<String> = strings(&m["productionHistory"]);
                         if !hist.is_empty() {
                             println!("  earlier production: {}", hist.join(", "));
                         }
@@ -697,12 +696,7 @@ pub async fn run(cmd: ModelCmd) -> CmdResult {
                 &json!({"sunset": sunset, "reason": reason}),
                 |v| {
                     println!("{}", text(v, "warning"));
-                    let users: Vec<String> = v["deprecation"]["users"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|u| u.as_str().unwrap_or_default().to_string())
-                        .collect();
+                    let users: Vec<String> = strings(&v["deprecation"]["users"]);
                     if users.is_empty() {
                         println!("  nothing uses it");
                     } else {

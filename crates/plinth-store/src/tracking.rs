@@ -2128,24 +2128,8 @@ impl Store {
         version: &str,
         tag: &KeyValue,
     ) -> Result<(), StoreError> {
-        let mv = self.get_model_version(name, version).await?;
-        let v = mv
-            .version
-            .parse::<i64>()
-            .map_err(|_| version_not_found(name, version))?;
-        let what = format!("tagging version {version} of {name:?}");
-        let mut tx = self.tracking_tx(&what).await?;
-        let r = tx
-            .execute(
-                "INSERT INTO mlflow_model_version_tags (name, version, key, value) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (name, version, key) \
-                 DO UPDATE SET value = excluded.value",
-                args![name, v, tag.key.as_str(), tag.value.as_str()],
-            )
+        self.set_model_version_tags(name, version, std::slice::from_ref(tag))
             .await
-            .map(|_| ())
-            .map_err(self.ctx().err(&what));
-        self.finish(tx, r, &what).await
     }
 
     /// Sets several tags of one version in one transaction: all of them or none.
