@@ -23,6 +23,7 @@ import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KEY = "sk-bench-key"
+ADMIN = "plinth-bench-admin-token-0123456789abcdef"
 BODY = json.dumps({"model": "MODEL", "messages": [{"role": "user", "content": "Say hello."}],
                    "max_tokens": 8})
 RATES = [1000, 5000, 10000]
@@ -191,6 +192,29 @@ FULL = """  - name: full-{d}
       - {{ name: v2, role: canary, weight: 10, upstreams: ["http://127.0.0.1:{up}"] }}
 """
 
+SERVE_DOCS = """apiVersion: plinth/v1
+kind: Team
+metadata: {{name: team-bench}}
+spec: {{}}
+{deployments}"""
+
+SERVE_DEPLOYMENT = """---
+apiVersion: plinth/v1
+kind: Deployment
+metadata: {{name: serve-{d}}}
+spec:
+  team: team-bench
+  models: [serve-{d}]
+  stickiness: {{ from: header, name: x-session-id }}
+  limits:
+    - {{ scope: team, windowSeconds: 60, requests: 1000000000, tokens: 100000000000 }}
+    - {{ scope: key, windowSeconds: 60, requests: 1000000000 }}
+  canary: {{ windowSeconds: 60, minRequests: 100, maxErrorRateMargin: 0.5 }}
+  versions:
+    - {{ name: v1, weight: 90, upstreams: ["http://127.0.0.1:{up}"] }}
+    - {{ name: v2, role: canary, weight: 10, upstreams: ["http://127.0.0.1:{up}"] }}
+"""
+
 LITELLM_CONF = """
 model_list:
   - model_name: bench-0
@@ -207,7 +231,7 @@ def main():
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--no-litellm", action="store_true")
-    ap.add_argument("--targets", default="direct,nginx,plinth,plinth-full,litellm",
+    ap.add_argument("--targets", default="direct,nginx,plinth,plinth-full,plinth-serve,litellm",
                     help="comma-separated subset to run")
     ap.add_argument("--delays", default="0,20", help="upstream delays (ms) to run: 0, 20 or both")
     ap.add_argument("--max-only", action="store_true", help="only the max-throughput runs")
@@ -230,6 +254,14 @@ def main():
         procs.start([str(bins.parent / "plinth"), "gateway", "--deployments", str(dep_file), "--listen",
                      f"127.0.0.1:{gw}", "--key", f"{KEY}=team-bench:key-bench", "--workers", "2"],
                     log=pathlib.Path(tmp) / "gateway.log")
+        # `plinth serve` with its gateway: the same full deployments stored as resources (usage
+        # rows into its SQLite store), the admin token as the API key.
+        srv, sgw = free_port(), free_port()
+        serve_env = dict(os.environ, PLINTH_BOOTSTRAP_TOKEN=ADMIN, PLINTH_LOG="warn")
+        serve_env.pop("PLINTH_DATABASE_URL", None)
+        procs.start([str(bins.parent / "plinth"), "serve", "--listen", f"127.0.0.1:{srv}",
+                     "--gateway-listen", f"127.0.0.1:{sgw}", "--data-dir", str(pathlib.Path(tmp) / "serve")],
+                    env=serve_env, log=pathlib.Path(tmp) / "serve.log")
         n0, n20 = free_port(), free_port()
         prefix = pathlib.Path(tmp) / "nginx"
         prefix.mkdir()
@@ -252,6 +284,17 @@ def main():
         for port in (up0, up20):
             wait_http(f"http://127.0.0.1:{port}/v1/models")
         wait_http(f"http://127.0.0.1:{gw}/v1/models", headers=auth)
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        wait_http(f"http://127.0.0.1:{srv}/api/v1/gateway", headers=admin)
+        docs = pathlib.Path(tmp) / "serve.yaml"
+        docs.write_text(SERVE_DOCS.format(deployments="".join(
+            SERVE_DEPLOYMENT.format(d=d, up=u) for d, u in ((0, up0), (20, up20)))))
+        subprocess.run([str(bins.parent / "plinth"), "apply", "-f", str(docs)], check=True,
+                       env=dict(serve_env, PLINTH_SERVER=f"http://127.0.0.1:{srv}", PLINTH_TOKEN=ADMIN),
+                       capture_output=True)
+        for d in (0, 20):
+            wait_http(f"http://127.0.0.1:{sgw}/v1/chat/completions", headers=dict(admin, **{
+                "Content-Type": "application/json"}), body=BODY.replace("MODEL", f"serve-{d}").encode())
         for port in (n0, n20):
             wait_http(f"http://127.0.0.1:{port}/v1/models")
         if lite:
@@ -265,6 +308,8 @@ def main():
                 ("plinth", d, f"http://127.0.0.1:{gw}/v1/chat/completions", f"plain-{d}", auth),
                 ("plinth-full", d, f"http://127.0.0.1:{gw}/v1/chat/completions", f"full-{d}",
                  dict(auth, **{"x-session-id": "bench-session"})),
+                ("plinth-serve", d, f"http://127.0.0.1:{sgw}/v1/chat/completions", f"serve-{d}",
+                 dict(admin, **{"x-session-id": "bench-session"})),
             ]
             if lite:
                 targets.append(("litellm", d, f"http://127.0.0.1:{lite}/v1/chat/completions",
@@ -276,25 +321,26 @@ def main():
         for name, d, url, model, headers in targets:
             body = BODY.replace("MODEL", model)
             is_gw = name.startswith("plinth")
+            gw_url = f"http://127.0.0.1:{sgw if name == 'plinth-serve' else gw}"
             conc_rate = 64 if d == 0 else 320
             rates = RATES if name != "litellm" else RATES[:1]
             if args.max_only:
                 rates = []
             for rate in rates:
-                before = overhead_buckets(f"http://127.0.0.1:{gw}") if is_gw else None
+                before = overhead_buckets(gw_url) if is_gw else None
                 r = hey(url, headers, body, rate, conc_rate, args.duration)
                 if is_gw:
-                    after = overhead_buckets(f"http://127.0.0.1:{gw}")
+                    after = overhead_buckets(gw_url)
                     r["overhead_p99_ms_le"] = quantile_bound(before, after, 0.99)
                 r.update(target=name, delay_ms=d, rate=rate)
                 print(json.dumps(r), file=sys.stderr)
                 results.append(r)
             # LiteLLM times out under 512 connections; 64 is its best case.
             conc_max = 64 if d == 0 or name == "litellm" else 512
-            before = overhead_buckets(f"http://127.0.0.1:{gw}") if is_gw else None
+            before = overhead_buckets(gw_url) if is_gw else None
             r = wrk(url, headers, body, conc_max, args.duration, tmp)
             if is_gw:
-                after = overhead_buckets(f"http://127.0.0.1:{gw}")
+                after = overhead_buckets(gw_url)
                 r["overhead_p99_ms_le"] = quantile_bound(before, after, 0.99)
             r.update(target=name, delay_ms=d, rate="max")
             print(json.dumps(r), file=sys.stderr)
@@ -317,13 +363,15 @@ def main():
         lines.append(
             f"| {r['delay_ms']} ms | {r['target']} | {r['rate']} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | "
             f"{fmt(r['p99_ms'])} | {fmt(delta)} | {fmt(r.get('overhead_p99_ms_le'), '{:.3f}')} | {r['errors']} |")
-    ratio = ["", "| upstream | plinth max / nginx max | plinth-full max / plinth max | plinth max / litellm max |",
-             "|---|---|---|---|"]
+    ratio = ["", "| upstream | plinth max / nginx max | plinth-full max / plinth max | "
+             "plinth-serve max / plinth max | plinth max / litellm max |",
+             "|---|---|---|---|---|"]
     maxes = {(r["target"], r["delay_ms"]): r["rps"] for r in results if r["rate"] == "max"}
     for d in (0, 20):
-        p, n, f, lt = (maxes.get((t, d)) for t in ("plinth", "nginx", "plinth-full", "litellm"))
+        p, n, f, sv, lt = (maxes.get((t, d)) for t in ("plinth", "nginx", "plinth-full", "plinth-serve",
+                                                           "litellm"))
         ratio.append(f"| {d} ms | {fmt(p / n if p and n else None)} | {fmt(f / p if f and p else None)} | "
-                     f"{fmt(p / lt if p and lt else None, '{:.0f}')} |")
+                     f"{fmt(sv / p if sv and p else None)} | {fmt(p / lt if p and lt else None, '{:.0f}')} |")
     table = "\n".join(lines + ratio)
     print(table)
     cmd = "bench/gateway/run " + " ".join(sys.argv[3:])
@@ -336,7 +384,9 @@ def main():
           f"(64 / 512 connections; 64 for LiteLLM), {args.duration} s each. `gateway overhead p99` is the gateway's own "
           "`plinth_gateway_overhead_seconds` histogram (upper bucket bound). The gateway runs with "
           "`--workers 2` (one runtime, socket and upstream pool per thread, like nginx's 2 workers). `plinth-full` has metering, "
-          "team and key limits, a sticky 90/10 canary split and the canary monitor on.\n\n" + table + "\n")
+          "team and key limits, a sticky 90/10 canary split and the canary monitor on; `plinth-serve` is the "
+          "same deployment stored as a `Deployment` and served by `plinth serve`'s gateway port (shared runtime, "
+          "server tokens as keys, one usage row per request written to its SQLite store).\n\n" + table + "\n")
     pathlib.Path(args.out_md).write_text(md)
     out_json = pathlib.Path(args.out_json)
     out_json.parent.mkdir(parents=True, exist_ok=True)

@@ -141,18 +141,27 @@ def test_exported_amounts_add_up(exports):
     # Untagged spend has no sub-account (team).
     untagged = frame[frame["SubAccountId"].isna() & (frame["ResourceType"] == "Job")]
     assert untagged["EffectiveCost"].sum() == pytest.approx(totals["untagged"], abs=1e-6)
+    # Gateway requests priced per token: one row, 12.60 for 4,200 requests (0.003 each).
+    requests = frame[frame["ConsumedUnit"] == "Requests"]
+    assert len(requests) == 1
+    row = requests.iloc[0]
+    assert row["BilledCost"] == pytest.approx(12.6)
+    assert row["ConsumedQuantity"] == pytest.approx(4200)
+    assert row["ContractedUnitPrice"] == pytest.approx(0.003)
+    assert row["ServiceName"] == "Plinth Inference" and row["SubAccountId"] == "web"
 
 
+# Paid for since 2026-11-01: the usage below predates the Pool objects.
 SERVER_POOLS = """
 apiVersion: plinth/v1
 kind: Pool
 metadata: {name: h100}
-spec: {nodes: 1, cpusPerNode: 16, memoryGibPerNode: 64, accelerator: {type: nvidia-h100, count: 4}, procurement: reserved, pricePerGpuHour: 2.0, pricePerNodeHour: 1.6, region: eu-west}
+spec: {nodes: 1, cpusPerNode: 16, memoryGibPerNode: 64, accelerator: {type: nvidia-h100, count: 4}, procurement: reserved, pricePerGpuHour: 2.0, pricePerNodeHour: 1.6, region: eu-west, pricedSince: "2026-11-01T00:00:00Z"}
 ---
 apiVersion: plinth/v1
 kind: Pool
 metadata: {name: spot}
-spec: {nodes: 2, cpusPerNode: 8, memoryGibPerNode: 32, accelerator: {type: nvidia-l4, count: 1}, procurement: spot, pricePerGpuHour: 0.5}
+spec: {nodes: 2, cpusPerNode: 8, memoryGibPerNode: 32, accelerator: {type: nvidia-l4, count: 1}, procurement: spot, pricePerGpuHour: 0.5, pricedSince: "2026-11-01T00:00:00Z"}
 """
 
 
@@ -175,8 +184,18 @@ def server_exports(plinth_server, tmp_path_factory):
               {"team": "web", "project": "chat"}),
         usage("stray/1", "spot", "spot", "2026-11-03T03:00:00Z", "2026-11-03T04:00:00Z", 1.0, {}),
     ]
+    # Requests to deployment chat priced per token by another meter: 1.25 USD for 250 of them.
+    records.append({
+        "source": "import", "id": "chat/requests/1", "workload": "serving", "workloadName": "chat",
+        "attempt": 0, "pool": "gateway", "procurement": "on_demand",
+        "start": "2026-11-02T12:00:00Z", "end": "2026-11-02T13:00:00Z",
+        "requestGpus": 0.0, "requestCpus": 0.0, "requestMemoryGib": 0.0,
+        "usageGpus": 0.0, "usageCpus": 0.0, "usageMemoryGib": 0.0,
+        "tags": {"team": "web", "cost": "1.25", "currency": "USD"}, "modelVersion": "v1",
+        "inferences": 250,
+    })
     status, body = plinth_server.request("POST", "/api/v1/cost/usage", {"records": records})
-    assert status == 200 and body == {"inserted": 3, "duplicates": 0}, body
+    assert status == 200 and body == {"inserted": 4, "duplicates": 0}, body
     out = tmp_path_factory.mktemp("server-focus")
     for version in ["1.0", "1.2"]:
         status, text = plinth_server.request(
@@ -221,3 +240,9 @@ def test_server_export_adds_up_to_its_report(server_exports):
     assert stray["SubAccountId"].isna().all()
     assert stray["EffectiveCost"].sum() == pytest.approx(r["untagged_total"])
     assert report["untaggedRecords"] == ["import/stray/1"]
+    # The requests priced per token: one Usage row of the deployment, billed as is.
+    chat = frame[frame["ResourceId"] == "deployment/chat"]
+    assert len(chat) == 1
+    assert chat["BilledCost"].sum() == pytest.approx(1.25)
+    assert chat["ConsumedQuantity"].sum() == pytest.approx(250)
+    assert (chat["ConsumedUnit"] == "Requests").all()

@@ -5,10 +5,14 @@ written here (a threaded `http.server`), twice: `plinth gateway` alone with its 
 a file and keys on the command line, and `plinth serve`'s gateway port with the same deployments
 applied as `Deployment` resources and a server token as the API key. Each time it checks chat,
 streaming (with usage), embeddings, the model list, error mapping, fallback on 5xx, 429 and the
-usage records (the standalone gateway's usage log; the server's stored usage rows).
+usage records (the standalone gateway's usage log; the server's stored usage rows), and the
+request spans both export over OTLP/HTTP (`OTEL_EXPORTER_OTLP_ENDPOINT`) to a collector here that
+parses them with the OpenTelemetry protobuf definitions (`opentelemetry-proto`).
 """
 
+import base64
 import json
+import os
 import pathlib
 import subprocess
 import tempfile
@@ -18,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 import pytest
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from conftest import BINARY
 
@@ -88,6 +94,56 @@ def start_upstream(name, mode="ok"):
     return srv
 
 
+class Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP trace receiver: each `POST /v1/traces` (JSON encoding) is parsed into an
+    `ExportTraceServiceRequest` and kept."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        ok = self.path == "/v1/traces" and self.headers.get("Content-Type") == "application/json"
+        if ok:
+            body = json.loads(raw)
+            # OTLP/JSON writes trace and span ids as hex; protobuf's JSON mapping wants base64.
+            for rs in body.get("resourceSpans", []):
+                for ss in rs.get("scopeSpans", []):
+                    for span in ss.get("spans", []):
+                        for k in ("traceId", "spanId", "parentSpanId"):
+                            if k in span:
+                                span[k] = base64.b64encode(bytes.fromhex(span[k])).decode()
+            msg = json_format.ParseDict(body, ExportTraceServiceRequest())
+            self.server.requests.append(msg)
+        self.send_response(200 if ok else 400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    @staticmethod
+    def start():
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+        srv.requests = []
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        return srv
+
+
+def spans(collector):
+    """Every span received so far, with its resource's attributes and its own as dicts."""
+    out = []
+    for req in list(collector.requests):
+        for rs in req.resource_spans:
+            resource = {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in rs.resource.attributes}
+            for ss in rs.scope_spans:
+                for sp in ss.spans:
+                    attrs = {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in sp.attributes}
+                    out.append((resource, sp, attrs))
+    return out
+
+
 def deployments(good, bad, spare):
     def v1(url):
         return [{"name": "v1", "weight": 1, "upstreams": [url]}]
@@ -106,7 +162,7 @@ class Standalone:
 
     key_id = "key-py"
 
-    def __init__(self, deps):
+    def __init__(self, deps, otlp):
         self.tmp = tempfile.TemporaryDirectory()
         path = pathlib.Path(self.tmp.name) / "deployments.yaml"
         path.write_text(json.dumps({"deployments": deps}))
@@ -115,6 +171,7 @@ class Standalone:
             [str(BINARY), "gateway", "--deployments", str(path), "--listen", "127.0.0.1:0",
              "--key", f"{KEY}=team-py:{self.key_id}", "--usage-log", str(self.usage_log)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp},
         )
         line = self.proc.stdout.readline()
         assert "listening on http://" in line, line
@@ -136,10 +193,11 @@ class Served:
     """`plinth serve`'s gateway port: the deployments stored, a server token as the key, usage
     rows read back from the API."""
 
-    def __init__(self, deps):
+    def __init__(self, deps, otlp):
         from conftest import start_server
 
-        self.server = start_server({"PLINTH_GATEWAY_LISTEN": "127.0.0.1:0"})
+        self.server = start_server({"PLINTH_GATEWAY_LISTEN": "127.0.0.1:0",
+                                    "OTEL_EXPORTER_OTLP_ENDPOINT": otlp})
         docs = [{"apiVersion": "plinth/v1", "kind": "Team", "metadata": {"name": "team-py"}, "spec": {}}]
         for d in deps:
             spec = {k: v for k, v in d.items() if k != "name"}
@@ -190,12 +248,13 @@ def gateway(request):
     good = start_upstream("good")
     bad = start_upstream("bad", mode="500")
     spare = start_upstream("spare")
+    collector = Collector.start()
     g, b, s = (f"http://127.0.0.1:{u.server_address[1]}" for u in (good, bad, spare))
-    runner = request.param(deployments(g, b, s))
+    runner = request.param(deployments(g, b, s), f"http://127.0.0.1:{collector.server_address[1]}")
     client = openai.OpenAI(base_url=runner.base, api_key=runner.key, max_retries=0)
-    yield client, {"good": good, "bad": bad, "spare": spare, "runner": runner}
+    yield client, {"good": good, "bad": bad, "spare": spare, "runner": runner, "collector": collector}
     runner.stop()
-    for u in (good, bad, spare):
+    for u in (good, bad, spare, collector):
         u.shutdown()
 
 
@@ -283,3 +342,128 @@ def test_every_request_is_metered(gateway):
     assert any(r["tokens_in"] == 7 and r["tokens_out"] == 4 and not r["cache_hit"] for r in chat)
     assert any(r["fallback_used"] and r["served_by"] == "spare" for r in records)
     assert any(r["status"] == 429 for r in records)
+
+
+def test_each_request_is_a_genai_span_over_otlp(gateway):
+    """A chat request with a W3C `traceparent` becomes one CLIENT span in that trace, child of the
+    caller's span, with the GenAI attributes; a refused request is a span with `error.type`."""
+    client, ups = gateway
+    trace, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    client.chat.completions.create(
+        model="chat-model", messages=[{"role": "user", "content": "trace me"}],
+        extra_headers={"traceparent": f"00-{trace}-{parent}-01"},
+    )
+    other = client.with_options(api_key="sk-wrong")  # 401: no deployment, no span
+    with pytest.raises(openai.AuthenticationError):
+        other.chat.completions.create(model="chat-model", messages=[{"role": "user", "content": "x"}])
+    deadline = time.time() + 10
+    mine = []
+    while time.time() < deadline and not mine:
+        mine = [s for s in spans(ups["collector"]) if s[1].trace_id.hex() == trace]
+        time.sleep(0.1)
+    assert len(mine) == 1, mine
+    resource, span, attrs = mine[0]
+    assert resource["service.name"] == "plinth-gateway"
+    assert span.name == "chat chat-model"
+    assert span.kind == span.SPAN_KIND_CLIENT
+    assert span.parent_span_id.hex() == parent and len(span.span_id) == 8
+    assert span.end_time_unix_nano >= span.start_time_unix_nano > 1_600_000_000 * 10**9
+    good_port = ups["good"].server_address[1]
+    assert attrs == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "chat-model",
+        "gen_ai.response.model": "chat-model",
+        "gen_ai.usage.input_tokens": 7,
+        "gen_ai.usage.output_tokens": 4,
+        "server.address": "127.0.0.1",
+        "server.port": good_port,
+        "http.response.status_code": 200,
+        "plinth.deployment": "chat",
+        "plinth.served_by": "chat",
+        "plinth.version": "v1",
+        "plinth.team": "team-py",
+        "plinth.key_id": ups["runner"].key_id,
+        "plinth.cache_hit": False,
+        "plinth.fallback": False,
+        "plinth.stream": False,
+    }, attrs
+    assert span.status.code == span.status.STATUS_CODE_UNSET
+    # The limited deployment's refusals (earlier test) are spans with error.type 429.
+    limited = [a for _, _, a in spans(ups["collector"]) if a.get("plinth.deployment") == "limited"]
+    assert any(a.get("error.type") == "429" for a in limited), limited
+
+
+def make_tls_files(d):
+    """A private CA and a server certificate for 127.0.0.1 signed by it (openssl CLI)."""
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=plinth test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    return d / "ca.pem", d / "server.pem", d / "server.key"
+
+
+def test_https_upstream_trusted_through_a_ca_file(tmp_path):
+    """An https:// upstream (TLS by rustls) works once its CA is given with --upstream-ca-file,
+    and without it the certificate is refused (502 naming the problem)."""
+    import ssl
+
+    ca, cert, key = make_tls_files(tmp_path)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    srv.name, srv.mode, srv.hits = "tls", "ok", 0
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{srv.server_address[1]}"
+    deps = tmp_path / "deployments.yaml"
+    deps.write_text(json.dumps({"deployments": [
+        {"name": "tls", "models": ["tls-model"], "versions": [{"name": "v1", "weight": 1, "upstreams": [url]}]},
+    ]}))
+
+    def gateway(*extra):
+        proc = subprocess.Popen(
+            [str(BINARY), "gateway", "--deployments", str(deps), "--listen", "127.0.0.1:0",
+             "--key", f"{KEY}=team-py:key-tls", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        line = proc.stdout.readline()
+        assert "listening on http://" in line, line
+        return proc, openai.OpenAI(base_url=line.strip().split("listening on ")[1] + "/v1",
+                                   api_key=KEY, max_retries=0)
+
+    procs = []
+    try:
+        proc, client = gateway("--upstream-ca-file", str(ca))
+        procs.append(proc)
+        r = client.chat.completions.create(model="tls-model", messages=[{"role": "user", "content": "hi"}])
+        assert r.choices[0].message.content == "hi from tls"
+        assert srv.hits == 1
+
+        proc, client = gateway()
+        procs.append(proc)
+        with pytest.raises(openai.APIStatusError) as e:
+            client.chat.completions.create(model="tls-model", messages=[{"role": "user", "content": "hi"}])
+        assert e.value.status_code == 502
+        assert "certificate" in e.value.message.lower(), e.value.message
+        assert srv.hits == 1
+
+        bad = tmp_path / "not-a-ca.pem"
+        bad.write_text("hello\n")
+        out = subprocess.run(
+            [str(BINARY), "gateway", "--deployments", str(deps), "--listen", "127.0.0.1:0",
+             "--upstream-ca-file", str(bad)], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 2
+        assert "--upstream-ca-file" in out.stderr and "not-a-ca.pem" in out.stderr, out.stderr
+        assert "BEGIN CERTIFICATE" in out.stderr, out.stderr
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+        srv.shutdown()

@@ -170,12 +170,59 @@ impl Client {
         Ok((String::from_utf8_lossy(&bytes).into_owned(), headers))
     }
 
-    /// GETs a binary body (a Parquet file).
-    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, Failure> {
-        Ok(self
-            .fetch(self.request(reqwest::Method::GET, path))
-            .await?
-            .0)
+    /// GETs a body and writes it to `sink` chunk by chunk as it arrives (a large export is
+    /// never held whole); returns the bytes written. An error answer becomes a failure.
+    pub async fn get_into(
+        &self,
+        path: &str,
+        sink: &mut dyn std::io::Write,
+    ) -> Result<u64, Failure> {
+        let mut resp = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    7,
+                    format!(
+                        "cannot reach the server at {}: {}",
+                        self.server,
+                        root_cause(&e)
+                    ),
+                )
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            if let Ok(err) = serde_json::from_slice::<ApiError>(&bytes) {
+                return Err(err.into());
+            }
+            return Err(Failure::new(
+                1,
+                format!(
+                    "server answered {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                ),
+            ));
+        }
+        let mut n = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            Failure::new(
+                7,
+                format!(
+                    "reading the response from {}: {}",
+                    self.server,
+                    root_cause(&e)
+                ),
+            )
+        })? {
+            sink.write_all(&chunk)
+                .map_err(|e| Failure::new(1, format!("writing the output: {e}")))?;
+            n += chunk.len() as u64;
+        }
+        sink.flush()
+            .map_err(|e| Failure::new(1, format!("writing the output: {e}")))?;
+        Ok(n)
     }
 
     /// POSTs raw bytes (an uploaded file) with the given content type.

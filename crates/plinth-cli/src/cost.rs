@@ -293,22 +293,34 @@ pub async fn run(cmd: CostCmd) -> CmdResult {
                 enc(&focus_version),
                 period.query()
             );
-            let bytes = client.get_bytes(&path).await?;
             if output.as_os_str() == "-" {
-                use std::io::Write;
-                std::io::stdout()
-                    .write_all(&bytes)
-                    .map_err(|e| Failure::new(1, format!("writing stdout: {e}")))?;
-            } else {
-                std::fs::write(&output, &bytes).map_err(|e| {
-                    Failure::new(1, format!("cannot write {}: {e}", output.display()))
-                })?;
-                eprintln!(
-                    "wrote FOCUS {focus_version} {format} ({} bytes) to {}",
-                    bytes.len(),
-                    output.display()
-                );
+                let mut out = std::io::stdout();
+                client.get_into(&path, &mut out).await?;
+                return Ok(0);
             }
+            // Written as it arrives into `<file>.part`, renamed once complete: a cut-off
+            // download leaves no file that looks whole.
+            let mut part = output.clone().into_os_string();
+            part.push(".part");
+            let part = PathBuf::from(part);
+            let file = std::fs::File::create(&part)
+                .map_err(|e| Failure::new(1, format!("cannot write {}: {e}", part.display())))?;
+            let mut out = std::io::BufWriter::new(file);
+            let written = match client.get_into(&path, &mut out).await {
+                Ok(n) => n,
+                Err(e) => {
+                    drop(out);
+                    let _ = std::fs::remove_file(&part);
+                    return Err(e);
+                }
+            };
+            drop(out);
+            std::fs::rename(&part, &output)
+                .map_err(|e| Failure::new(1, format!("cannot write {}: {e}", output.display())))?;
+            eprintln!(
+                "wrote FOCUS {focus_version} {format} ({written} bytes) to {}",
+                output.display()
+            );
             Ok(0)
         }
         CostCmd::Budgets { name, output, conn } => {
@@ -582,5 +594,8 @@ pub async fn up_demo(client: &Client) {
     println!(
         "plinth: cost: plinth cost report --by team,model --share-idle; plinth get budgets; console {}/console/cost",
         client.server
+    );
+    println!(
+        "plinth: cost of demo-chat's requests at its token prices: plinth cost units --metric thousand-inferences"
     );
 }

@@ -39,6 +39,15 @@ pub struct GatewayArgs {
     /// hit, fallback) to this file.
     #[arg(long)]
     pub usage_log: Option<PathBuf>,
+    /// Export one span per request (GenAI attributes) to this OTLP/HTTP endpoint, e.g.
+    /// http://127.0.0.1:4318 (default: the standard OTEL_EXPORTER_OTLP_ENDPOINT /
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// PEM file of CA certificates trusted for https upstreams, besides the system's roots (e.g.
+    /// the private CA of in-house model servers).
+    #[arg(long, value_name = "PEM")]
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 fn parse_key(v: &str) -> Result<(String, String, String), Failure> {
@@ -89,8 +98,16 @@ pub async fn run(a: GatewayArgs) -> CmdResult {
             ),
         )
     })?;
+    let otlp =
+        plinth_gateway::OtlpConfig::resolve(a.otlp_endpoint.as_deref(), |k| std::env::var(k).ok())
+            .map_err(|e| Failure::new(COULD_NOT_RUN, e))?;
+    let upstream_ca = match &a.upstream_ca_file {
+        Some(p) => plinth_gateway::tls::read_ca_file(p)
+            .map_err(|e| Failure::new(COULD_NOT_RUN, format!("--upstream-ca-file {e}")))?,
+        None => Vec::new(),
+    };
     if let Some(url) = &a.database_url {
-        plinth_server::serve_gateway_alone(url, addr, |bound| {
+        plinth_server::serve_gateway_alone(url, addr, otlp, upstream_ca, |bound| {
             println!("gateway listening on http://{bound}");
         })
         .await
@@ -141,6 +158,11 @@ pub async fn run(a: GatewayArgs) -> CmdResult {
     });
     let gw = Gateway::builder(Arc::new(keys))
         .usage_sink(sink.clone())
+        .otlp(otlp)
+        .options(plinth_gateway::GatewayOptions {
+            upstream_ca_certs: upstream_ca,
+            ..Default::default()
+        })
         .build();
     gw.set_deployments(specs)
         .map_err(|e| Failure::new(COULD_NOT_RUN, format!("{}: {e}", file.display())))?;
@@ -248,6 +270,24 @@ fn tag(v: &serde_json::Value, k: &str) -> String {
     crate::output::short(&v["tags"][k])
 }
 
+/// `ready/desired (min-max)` and the queue, or `-` for a version with external upstreams.
+fn replicas_cell(r: &serde_json::Value) -> String {
+    if r.is_null() {
+        return "-".into();
+    }
+    let mut s = format!(
+        "{}/{} ({}-{})",
+        crate::output::short(&r["ready"]),
+        crate::output::short(&r["desired"]),
+        crate::output::short(&r["min"]),
+        crate::output::short(&r["max"]),
+    );
+    if r["queued"].as_u64().is_some_and(|q| q > 0) {
+        s.push_str(&format!(" queued {}", r["queued"]));
+    }
+    s
+}
+
 fn print_deployments(deployments: &[serde_json::Value]) {
     let mut rows = Vec::new();
     for d in deployments {
@@ -267,6 +307,7 @@ fn print_deployments(deployments: &[serde_json::Value]) {
                 crate::output::short(&v["weight"]),
                 crate::output::short(&v["effectiveWeight"]),
                 format!("{:.1}%", v["share"].as_f64().unwrap_or(0.0) * 100.0),
+                replicas_cell(&v["replicas"]),
                 state.clone(),
             ]);
         }
@@ -274,6 +315,7 @@ fn print_deployments(deployments: &[serde_json::Value]) {
             rows.push(vec![
                 crate::output::short(&d["name"]),
                 crate::output::short(&d["team"]),
+                "-".into(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
@@ -292,10 +334,35 @@ fn print_deployments(deployments: &[serde_json::Value]) {
             "WEIGHT",
             "EFFECTIVE",
             "SHARE",
+            "REPLICAS",
             "STATE",
         ],
         &rows,
     );
+    for d in deployments {
+        for v in d["versions"].as_array().into_iter().flatten() {
+            let r = &v["replicas"];
+            for x in r["replicas"].as_array().into_iter().flatten() {
+                println!(
+                    "replica {} of {} {}: {} pid {} port {} in flight {}",
+                    crate::output::short(&x["id"]),
+                    crate::output::short(&d["name"]),
+                    crate::output::short(&v["name"]),
+                    crate::output::short(&x["state"]),
+                    crate::output::short(&x["pid"]),
+                    crate::output::short(&x["port"]),
+                    crate::output::short(&x["inFlight"]),
+                );
+            }
+            if let Some(p) = r["lastProblem"].as_str() {
+                println!(
+                    "last replica problem of {} {}: {p}",
+                    crate::output::short(&d["name"]),
+                    crate::output::short(&v["name"]),
+                );
+            }
+        }
+    }
     for d in deployments {
         for r in d["rollbacks"].as_array().into_iter().flatten() {
             println!(
@@ -377,6 +444,26 @@ pub async fn run_deployment(cmd: DeploymentCmd) -> CmdResult {
     Ok(0)
 }
 
+/// The stable version of `plinth up`'s demo: one local replica (`plinth demo-model-server`
+/// started by the server, up to 2 under load) when this program can be found, else the demo
+/// model server in this process at `fallback`.
+fn demo_stable(fallback: &str) -> serde_json::Value {
+    match std::env::current_exe() {
+        Ok(exe) => serde_json::json!({
+            "name": "v1", "role": "stable", "weight": 80,
+            "replicas": {
+                "command": [exe.display().to_string(), "demo-model-server", "--listen",
+                    "127.0.0.1:{port}", "--name", "v1", "--delay-ms", "15"],
+                "resources": {"cpus": 1},
+            },
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 2, "targetConcurrency": 4},
+        }),
+        Err(_) => {
+            serde_json::json!({"name": "v1", "role": "stable", "weight": 80, "upstreams": [fallback]})
+        }
+    }
+}
+
 /// The Deployment `plinth up` applies: a stable demo model and a canary that fails 30 % of its
 /// requests, so the canary is rolled back on its own once it has seen enough traffic.
 fn demo_deployment(stable: &str, canary: &str) -> serde_json::Value {
@@ -388,7 +475,7 @@ fn demo_deployment(stable: &str, canary: &str) -> serde_json::Value {
             "team": "product",
             "models": ["demo-chat"],
             "versions": [
-                {"name": "v1", "role": "stable", "weight": 80, "upstreams": [stable]},
+                demo_stable(stable),
                 {"name": "v2", "role": "canary", "weight": 20, "upstreams": [canary]},
             ],
             "stickiness": {"from": "user"},
@@ -459,7 +546,7 @@ pub async fn up_demo(client: &crate::client::Client, gateway: std::net::SocketAd
     }
     let url = format!("http://{gateway}/v1");
     println!(
-        "plinth: deployment/demo-chat serves model demo-chat at {url} (stable v1 80 %, canary v2 20 %, demo model servers on {stable} and {canary})"
+        "plinth: deployment/demo-chat serves model demo-chat at {url} (stable v1 80 % on a local replica, canary v2 20 % on the demo model server at {canary})"
     );
     let token = token.to_string();
     tokio::spawn(async move {

@@ -46,6 +46,9 @@ pub enum JobCmd {
         stderr: bool,
         #[arg(long)]
         attempt: Option<u32>,
+        /// For a gang job (--nodes N): the pod (rank 0..N-1) whose log to print (default 0).
+        #[arg(long)]
+        pod: Option<u32>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -400,6 +403,7 @@ pub async fn run(cmd: JobCmd) -> CmdResult {
             follow,
             stderr,
             attempt,
+            pod,
             conn,
         } => {
             let client = Client::new(&conn);
@@ -412,6 +416,9 @@ pub async fn run(cmd: JobCmd) -> CmdResult {
                 );
                 if let Some(n) = attempt {
                     path.push_str(&format!("&attempt={n}"));
+                }
+                if let Some(r) = pod {
+                    path.push_str(&format!("&pod={r}"));
                 }
                 let (text, headers) = client.get_text(&path).await?;
                 print!("{text}");

@@ -9,10 +9,13 @@ mod contract;
 mod cost;
 mod data;
 mod dataset;
+mod demo_jobs;
+mod demo_train;
 mod gateway;
 mod job;
 mod lineage;
 mod model;
+mod model_gc;
 mod output;
 mod up;
 
@@ -58,6 +61,10 @@ enum Command {
     /// Run the demo model server: an OpenAI-compatible stand-in answering `hello from NAME`
     /// (what `plinth up` puts behind the gateway; for tests and trying deployments).
     DemoModelServer(gateway::DemoModelArgs),
+    /// The training job of `plinth up`'s demo: fits a model on a flights dataset version and
+    /// logs it through the MLflow API of MLFLOW_TRACKING_URI.
+    #[command(hide = true)]
+    DemoTrain(demo_train::DemoTrainArgs),
     /// Check a server and token, and save them for later commands.
     Login {
         #[command(flatten)]
@@ -185,6 +192,24 @@ pub struct ServeArgs {
     /// Run without the inference gateway.
     #[arg(long, conflicts_with = "gateway_listen")]
     no_gateway: bool,
+    /// Export one span per gateway request (GenAI attributes) to this OTLP/HTTP endpoint, e.g.
+    /// http://127.0.0.1:4318 (also the config file's otlp_endpoint, or the standard
+    /// OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// PEM file of CA certificates the gateway trusts for https upstreams, besides the system's
+    /// roots (also PLINTH_GATEWAY_UPSTREAM_CA_FILE).
+    #[arg(long, value_name = "PEM")]
+    gateway_upstream_ca_file: Option<std::path::PathBuf>,
+    /// Jobs whose cost estimate (GPUs × maxRuntime × GPU-hour price) is above this amount wait
+    /// for a maintainer's approval (also PLINTH_COST_APPROVAL_THRESHOLD, or the config file's
+    /// cost.approval_threshold).
+    #[arg(long, value_name = "AMOUNT")]
+    cost_approval_threshold: Option<f64>,
+    /// PEM file of CA certificates trusted for https:// budget webhooks, besides the system's
+    /// (also PLINTH_COST_WEBHOOK_CA_FILE, or the config file's cost.webhook_ca_file).
+    #[arg(long, value_name = "FILE")]
+    cost_webhook_ca_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -205,6 +230,10 @@ impl ServeArgs {
             } else {
                 self.gateway_listen.clone()
             },
+            otlp_endpoint: self.otlp_endpoint.clone(),
+            gateway_upstream_ca_file: self.gateway_upstream_ca_file.clone(),
+            cost_approval_threshold: self.cost_approval_threshold,
+            cost_webhook_ca_file: self.cost_webhook_ca_file.clone(),
         }
     }
 }
@@ -239,6 +268,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Up(args) => up::up(args).await,
         Command::Gateway(args) => gateway::run(args).await,
         Command::DemoModelServer(args) => gateway::demo_model_server(args).await,
+        Command::DemoTrain(args) => demo_train::run(args).await,
         Command::Login { conn } => commands::login(conn).await,
         Command::Whoami { conn } => commands::whoami(conn).await,
         Command::Status { conn } => commands::status(conn).await,

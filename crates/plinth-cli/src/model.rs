@@ -131,6 +131,10 @@ pub enum ModelCmd {
         run_id: Option<String>,
         #[arg(long)]
         description: Option<String>,
+        /// The team that owns a new model (default: the token's team; only admins name
+        /// another). Its maintainers, or admins, promote, approve, roll back and deprecate.
+        #[arg(long)]
+        team: Option<String>,
         #[command(flatten)]
         manifest: ManifestArgs,
         #[command(flatten)]
@@ -214,6 +218,9 @@ pub enum ModelCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Delete the artifacts of versions archived, or deprecated past their sunset, longer
+    /// ago than the retention (admins).
+    Gc(crate::model_gc::GcArgs),
 }
 
 fn text(v: &Value, k: &str) -> String {
@@ -368,6 +375,7 @@ async fn get_show(conn: &Conn, path: &str, show: impl FnOnce(&Value)) -> Result<
 
 pub async fn run(cmd: ModelCmd) -> CmdResult {
     match cmd {
+        ModelCmd::Gc(args) => crate::model_gc::run(args).await,
         ModelCmd::List { conn } => {
             get_show(&conn, "/api/v1/models", |v| {
                 let rows: Vec<Vec<String>> = v
@@ -377,12 +385,13 @@ pub async fn run(cmd: ModelCmd) -> CmdResult {
                     .map(|m| {
                         vec![
                             text(m, "name"),
+                            dash(m["team"].as_str()),
                             dash(m["latestVersion"].as_str()),
                             stages_line(&m["stages"]),
                         ]
                     })
                     .collect();
-                table(&["NAME", "LATEST", "STAGES"], &rows);
+                table(&["NAME", "TEAM", "LATEST", "STAGES"], &rows);
             })
             .await?;
             Ok(0)
@@ -404,8 +413,9 @@ pub async fn run(cmd: ModelCmd) -> CmdResult {
                         .await?;
                     emit(conn.output, &v, |m| {
                         println!(
-                            "model {}  generation {}  policy {}",
+                            "model {}  team {}  generation {}  policy {}",
                             text(m, "name"),
+                            dash(m["team"].as_str()),
                             text(m, "generation"),
                             dash(m["policy"].as_str())
                         );
@@ -463,12 +473,13 @@ pub async fn run(cmd: ModelCmd) -> CmdResult {
             source,
             run_id,
             description,
+            team,
             manifest,
             conn,
         } => {
             let body = json!({
                 "source": source, "runId": run_id, "description": description,
-                "manifest": manifest.patch()?,
+                "team": team, "manifest": manifest.patch()?,
             });
             let path = format!("/api/v1/models/{}/versions", enc(&name));
             post_show(&conn, &path, &body, |v| {
@@ -643,14 +654,24 @@ pub async fn run(cmd: ModelCmd) -> CmdResult {
                         .flatten()
                         .map(|p| {
                             let st = &p["status"];
-                            let trigger = match (
-                                p["spec"]["everySeconds"].as_u64(),
-                                p["spec"]["onDataset"].as_str(),
-                            ) {
-                                (Some(e), Some(d)) => format!("every {e}s, new {d}"),
-                                (Some(e), None) => format!("every {e}s"),
-                                (None, Some(d)) => format!("new {d}"),
-                                (None, None) => "-".into(),
+                            let sp = &p["spec"];
+                            let mut triggers = Vec::new();
+                            if let Some(e) = sp["everySeconds"].as_u64() {
+                                triggers.push(format!("every {e}s"));
+                            }
+                            if let Some(d) = sp["onDataset"].as_str() {
+                                triggers.push(format!("new {d}"));
+                            }
+                            if let Some(d) = sp["onDrift"].as_str() {
+                                triggers.push(format!("drift of {d}"));
+                            }
+                            if let Some(d) = sp["onCanaryRollback"].as_str() {
+                                triggers.push(format!("canary rollback of {d}"));
+                            }
+                            let trigger = if triggers.is_empty() {
+                                "-".to_string()
+                            } else {
+                                triggers.join(", ")
                             };
                             vec![
                                 text(p, "policy"),

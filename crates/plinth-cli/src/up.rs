@@ -178,12 +178,15 @@ pub async fn up(args: UpArgs) -> CmdResult {
     })?;
     println!("plinth: demo workspace applied:");
     crate::commands::print_apply(&applied);
-    register_example_datasets(&client, &args.data_dir).await;
+    let registered = register_example_datasets(&client, &args.data_dir).await;
     submit_example_job(&client).await;
+    crate::demo_jobs::up_demo(&conn, &args.data_dir).await;
     crate::cost::up_demo(&client).await;
     if let Some(g) = gateway_addr {
         crate::gateway::up_demo(&client, g, &token).await;
     }
+    let flights = registered.get(crate::demo_train::FLIGHTS_CONTRACT).cloned();
+    crate::demo_train::up_demo(&client, &url, &token, &args.data_dir, flights).await;
     println!();
     println!("plinth: listening on {url}");
     println!("plinth: console at {url}/console");
@@ -239,11 +242,16 @@ const MONTHLY_CONTRACT: &str = "weather-monthly";
 /// Applies the example ODCS contracts (`examples/contracts/` under the working directory) and
 /// registers the real data their servers name, when that data is present, so the demo shows
 /// real check results. Data already registered (same digest) is not registered again. Anything
-/// missing is reported and skipped: the demo runs without it.
-async fn register_example_datasets(client: &Client, data_dir: &Path) {
+/// missing is reported and skipped: the demo runs without it. Returns each contract's version
+/// of the data and the data's path.
+async fn register_example_datasets(
+    client: &Client,
+    data_dir: &Path,
+) -> BTreeMap<String, (u64, PathBuf)> {
+    let mut registered = BTreeMap::new();
     let dir = Path::new("examples/contracts");
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return registered;
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
@@ -301,10 +309,11 @@ async fn register_example_datasets(client: &Client, data_dir: &Path) {
         let path = std::fs::canonicalize(&data).unwrap_or(data);
         if id == MONTHLY_CONTRACT {
             seasonal_weather_demo(client, &path, data_dir).await;
-        } else {
-            register_once(client, &id, &path).await;
+        } else if let Some(v) = register_once(client, &id, &path).await {
+            registered.insert(id, (v, path));
         }
     }
+    registered
 }
 
 /// Registers the data at `path` as contract `id`'s next version unless a version with the same

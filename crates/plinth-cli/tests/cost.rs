@@ -7,25 +7,29 @@
 
 mod common;
 
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Utc};
-use common::{ADMIN, Auth, PgDb, Server, get_text, named_token, token, write};
+use common::{
+    ADMIN, Auth, PgDb, Server, bin, get_text, http, named_token, read_url, runtime, token, write,
+};
 use serde_json::{Value, json};
 
 /// A GPU pool of one node with 2 GPUs at 3.00 per GPU-hour and 8 cores at 0.80 per node-hour
 /// (0.10 per core-hour), and a CPU pool of one node with 4 cores at 0.40 per node-hour (0.10 per
-/// core-hour); memory is free. Teams ml and web.
+/// core-hour); memory is free. Both are paid for since 2026-11-01 (`pricedSince`: the usage the
+/// tests import predates the Pool objects). Teams ml and web.
 const WORKSPACE: &str = r#"
 apiVersion: plinth/v1
 kind: Pool
 metadata: {name: gpu}
-spec: {nodes: 1, cpusPerNode: 8, memoryGibPerNode: 32, accelerator: {type: nvidia-l4, count: 2}, pricePerGpuHour: 3.0, pricePerNodeHour: 0.8}
+spec: {nodes: 1, cpusPerNode: 8, memoryGibPerNode: 32, accelerator: {type: nvidia-l4, count: 2}, pricePerGpuHour: 3.0, pricePerNodeHour: 0.8, pricedSince: "2026-11-01T00:00:00Z"}
 ---
 apiVersion: plinth/v1
 kind: Pool
 metadata: {name: cpu}
-spec: {nodes: 1, cpusPerNode: 4, memoryGibPerNode: 8, pricePerNodeHour: 0.4}
+spec: {nodes: 1, cpusPerNode: 4, memoryGibPerNode: 8, pricePerNodeHour: 0.4, pricedSince: "2026-11-01T00:00:00Z"}
 ---
 apiVersion: plinth/v1
 kind: Team
@@ -888,4 +892,494 @@ fn csv_rows(text: &str) -> Vec<Vec<String>> {
         out.push(cells);
     }
     out
+}
+
+#[test]
+fn a_pool_created_now_has_no_idle_before_its_creation() {
+    let s = Server::start();
+    let before = Utc::now();
+    // 1 node of 2 GPUs at 3.00 and 8 cores at 0.10 per core-hour: 6.80 an hour paid for.
+    s.apply(
+        "pool.yaml",
+        "apiVersion: plinth/v1\nkind: Pool\nmetadata: {name: fresh}\nspec: {nodes: 1, cpusPerNode: 8, memoryGibPerNode: 32, accelerator: {type: nvidia-l4, count: 2}, pricePerGpuHour: 3.0, pricePerNodeHour: 0.8}\n",
+    );
+    // Yesterday the pool did not exist: no idle at all.
+    let yesterday = (before - chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let r = report(&s, "team", &yesterday, &[]);
+    assert_eq!(r["report"]["idle_total"].as_f64().unwrap(), 0.0, "{r}");
+    assert!(r["report"]["rows"].as_array().unwrap().is_empty(), "{r}");
+    // Month to date: idle since the pool was created only, at most 6.80 × the hours since
+    // `before` (a month of it would be thousands).
+    let r = json_out(&s, ADMIN, &["cost", "report", "-o", "json"]);
+    let idle = r["report"]["idle_total"].as_f64().unwrap();
+    let hours = (Utc::now() - before).num_milliseconds() as f64 / 3_600_000.0;
+    assert!(
+        idle > 0.0 && idle <= 6.8 * hours + EPS,
+        "{idle} vs {hours} h"
+    );
+    // A pricedSince that is not a time is refused at apply with the field named.
+    let f = write(
+        &s.data_dir,
+        "bad-pool.yaml",
+        "apiVersion: plinth/v1\nkind: Pool\nmetadata: {name: bad}\nspec: {nodes: 1, cpusPerNode: 8, memoryGibPerNode: 32, pricePerNodeHour: 0.8, pricedSince: last-week}\n",
+    );
+    let (code, _, err) = s.cli(ADMIN, &["apply", "-f", &f]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("spec.pricedSince") && err.contains("\"last-week\" is not an RFC 3339 time"),
+        "{err}"
+    );
+}
+
+/// A child process of the test, killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A demo model server (`plinth demo-model-server`): answers a chat with "hello from NAME",
+/// 3 tokens out, and counts the words of the messages as tokens in.
+fn demo_model(name: &str) -> (String, Proc) {
+    let mut child = Command::new(bin())
+        .args([
+            "demo-model-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            name,
+        ])
+        .env("PLINTH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn plinth demo-model-server");
+    let url = read_url(&mut child);
+    (url, Proc(child))
+}
+
+/// Sends `n` chat requests of three words ("say hello please") for `model` as `key`; asserts
+/// each is answered 200.
+fn chats(gateway: &str, key: &str, model: &str, n: usize) {
+    runtime().block_on(async {
+        let client = reqwest::Client::new();
+        for _ in 0..n {
+            let r = client
+                .post(format!("{gateway}/chat/completions"))
+                .bearer_auth(key)
+                .json(&json!({"model": model,
+                    "messages": [{"role": "user", "content": "say hello please"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+        }
+    });
+}
+
+/// Polls `f` every 200 ms for up to 30 s until it returns `Some`.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn gateway_requests_are_priced_per_token_in_reports_units_budgets_and_focus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), &["--gateway-listen", "127.0.0.1:0"]);
+    s.apply("cost.yaml", WORKSPACE);
+    let (status, gw) = common::http_json(&s, "GET", "/api/v1/gateway", Auth::Bearer(ADMIN), None);
+    assert_eq!(status, 200, "{gw}");
+    let gateway = gw["url"].as_str().unwrap().to_string();
+    let (model, _model_proc) = demo_model("v1");
+    // 2.00 per 1,000 tokens in, 4.00 per 1,000 out: "say hello please" (3 tokens) answered
+    // "hello from v1" (3 tokens) costs (3 × 2 + 3 × 4) / 1000 = 0.018, so 18.00 per 1,000
+    // requests. A second deployment prices in EUR.
+    s.apply(
+        "chat.yaml",
+        &format!(
+            "apiVersion: plinth/v1\nkind: Deployment\nmetadata: {{name: chat}}\nspec:\n  team: web\n  models: [demo-chat]\n  versions:\n    - {{name: v1, role: stable, weight: 100, upstreams: [\"{model}\"]}}\n  pricing: {{inputPer1kTokens: 2.0, outputPer1kTokens: 4.0, currency: USD}}\n---\napiVersion: plinth/v1\nkind: Deployment\nmetadata: {{name: chat-eur}}\nspec:\n  team: web\n  models: [demo-eur]\n  versions:\n    - {{name: v1, role: stable, weight: 100, upstreams: [\"{model}\"]}}\n  pricing: {{inputPer1kTokens: 2.0, outputPer1kTokens: 4.0, currency: EUR}}\n"
+        ),
+    );
+    let web = token(&s, "web", "member");
+    // Until the gateway has read the Deployments (within a second) requests get 404.
+    eventually("the deployments in the gateway", || {
+        let (code, _) = common::http_json(
+            &s,
+            "GET",
+            "/api/v1/deployments/chat-eur/status",
+            Auth::Bearer(ADMIN),
+            None,
+        );
+        (code == 200).then_some(())
+    });
+    chats(&gateway, &web, "demo-chat", 50);
+    chats(&gateway, &web, "demo-eur", 10);
+
+    // 50 requests × 0.018 = 0.90: 18.00 per 1,000 for chat v1 this month.
+    let u = eventually("the requests in the unit costs", || {
+        let u = json_out(
+            &s,
+            ADMIN,
+            &[
+                "cost",
+                "units",
+                "--metric",
+                "thousand-inferences",
+                "-o",
+                "json",
+            ],
+        );
+        let row = u["units"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == json!(["chat", "v1"]))
+            .cloned()?;
+        let all_eur = u["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|w| w.starts_with("10 usage record(s)"));
+        (row["units"].as_f64().unwrap() >= 0.05 - EPS && all_eur).then_some((u, row))
+    });
+    let (u, chat) = u;
+    assert!(close(chat["cost"].as_f64().unwrap(), 0.9), "{chat}");
+    assert!(close(chat["units"].as_f64().unwrap(), 0.05), "{chat}");
+    assert!(close(chat["unit_cost"].as_f64().unwrap(), 18.0), "{chat}");
+    // The EUR requests are left out with a warning, never added to USD.
+    assert!(
+        u["units"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["key"][0] != "chat-eur"),
+        "{u}"
+    );
+    let warning = u["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|w| w.contains("EUR"))
+        .unwrap_or_else(|| panic!("no EUR warning in {u}"));
+    assert!(
+        warning.starts_with("10 usage record(s) with a direct cost of 0.18 EUR are left out")
+            && warning.contains("EUR is not converted"),
+        "{warning}"
+    );
+    let table = s.ok(ADMIN, &["cost", "units", "--metric", "thousand-inferences"]);
+    assert!(table.contains("chat") && table.contains("18.00"), "{table}");
+
+    // The report: team web spent 0.90 on model demo-chat (the model the requests asked for).
+    let r = json_out(
+        &s,
+        ADMIN,
+        &["cost", "report", "--by", "team,model", "-o", "json"],
+    );
+    let rs = rows(&r);
+    assert!(close(row(&rs, "web/demo-chat", false).2, 0.9), "{rs:?}");
+    assert!(close(r["report"]["allocated_total"].as_f64().unwrap(), 0.9));
+
+    // A budget of 1.00 for web: 90 % spent, its 50 % threshold crossed.
+    s.apply(
+        "web-budget.yaml",
+        "apiVersion: plinth/v1\nkind: Budget\nmetadata: {name: web-day}\nspec: {scope: {team: web}, period: month, amount: 1.0, thresholds: [{percent: 50, action: notify}]}\n",
+    );
+    let views = json_out(&s, ADMIN, &["cost", "budgets", "-o", "json"]);
+    let st = &views[0]["status"];
+    assert!(close(st["spent"].as_f64().unwrap(), 0.9), "{st}");
+    assert_eq!(st["thresholds"][0]["crossed"], true, "{st}");
+
+    // FOCUS: the requests are Usage rows of the deployment with the requests as quantity.
+    let f = s.data_dir.join("focus.csv");
+    s.ok(
+        ADMIN,
+        &["cost", "export", "--focus", "-o", f.to_str().unwrap()],
+    );
+    let text = std::fs::read_to_string(&f).unwrap();
+    let mut table = csv_rows(&text);
+    let header = table.remove(0);
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let chat_rows: Vec<&Vec<String>> = table
+        .iter()
+        .filter(|r| r[col("ResourceId")] == "deployment/chat")
+        .collect();
+    assert!(!chat_rows.is_empty(), "{text}");
+    let sum = |c: &str| -> f64 {
+        chat_rows
+            .iter()
+            .map(|r| r[col(c)].parse::<f64>().unwrap())
+            .sum()
+    };
+    assert!(close(sum("EffectiveCost"), 0.9), "{text}");
+    assert!(close(sum("BilledCost"), 0.9), "{text}");
+    assert!(close(sum("ConsumedQuantity"), 50.0), "{text}");
+    for r in &chat_rows {
+        assert_eq!(r[col("ChargeCategory")], "Usage");
+        assert_eq!(r[col("ServiceName")], "Plinth Inference");
+        assert_eq!(r[col("ConsumedUnit")], "Requests");
+        assert_eq!(r[col("SubAccountId")], "web");
+        // 0.018 a request.
+        assert!(close(r[col("ContractedUnitPrice")].parse().unwrap(), 0.018));
+    }
+}
+
+/// The November records of `november()`, plus budgets for ml, web and all spend.
+fn team_workspace() -> Server {
+    let s = setup();
+    let (code, out, err) = ingest(&s, ADMIN, &november());
+    assert_eq!(code, 0, "{out}{err}");
+    s.apply(
+        "budgets.yaml",
+        "apiVersion: plinth/v1\nkind: Budget\nmetadata: {name: ml-b}\nspec: {scope: {team: ml}, period: month, amount: 100, thresholds: [{percent: 50, action: notify}]}\n---\napiVersion: plinth/v1\nkind: Budget\nmetadata: {name: web-b}\nspec: {scope: {team: web}, period: month, amount: 100, thresholds: [{percent: 50, action: notify}]}\n---\napiVersion: plinth/v1\nkind: Budget\nmetadata: {name: all-b}\nspec: {period: month, amount: 1000, thresholds: [{percent: 50, action: notify}]}\n",
+    );
+    s
+}
+
+#[test]
+fn a_team_token_sees_only_its_teams_spend_and_an_admin_sees_all() {
+    let s = team_workspace();
+    let ml = token(&s, "ml", "viewer");
+    let as_ml = |args: &[&str]| -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        json_out(&s, &ml, &a)
+    };
+
+    // Day 2 (see `reports_by_hand`): ml 12.00, web 12.00, idle 148.80. ml sees its 12.00 only:
+    // no web row, no idle row, no untagged spend.
+    let r = as_ml(&["cost", "report", "--by", "team", "--period", "2026-11-02"]);
+    let rs = rows(&r);
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    assert!(close(row(&rs, "ml", false).2, 12.0), "{rs:?}");
+    assert!(close(
+        r["report"]["allocated_total"].as_f64().unwrap(),
+        12.0
+    ));
+    assert!(r["report"]["idle_total"].as_f64().unwrap().abs() < EPS);
+    // Shared idle: ml's share is what it is among all users (69.60, as for the admin).
+    let r = as_ml(&[
+        "cost",
+        "report",
+        "--by",
+        "team",
+        "--period",
+        "2026-11-02",
+        "--share-idle",
+    ]);
+    let t = row(&rows(&r), "ml", false).clone();
+    assert!(close(t.3, 69.6) && close(t.4, 81.6), "{t:?}");
+    assert!(close(r["report"]["total"].as_f64().unwrap(), 81.6));
+    // The month: the untagged 3.00 is no team's to see.
+    let r = as_ml(&["cost", "report", "--by", "team", "--period", "2026-11"]);
+    assert_eq!(r["untaggedRecords"], json!([]), "{r}");
+    assert!(close(
+        r["report"]["allocated_total"].as_f64().unwrap(),
+        12.0
+    ));
+    // The admin sees everything.
+    let r = report(&s, "team", "2026-11", &[]);
+    assert!(close(
+        r["report"]["allocated_total"].as_f64().unwrap(),
+        27.0
+    ));
+    assert_eq!(r["untaggedRecords"], json!(["import/stray/1"]));
+
+    // Unit costs: ml's training run; web's serving is not ml's.
+    let u = as_ml(&[
+        "cost",
+        "units",
+        "--metric",
+        "training-run",
+        "--period",
+        "2026-11-02",
+    ]);
+    assert_eq!(u["units"]["rows"].as_array().unwrap().len(), 1, "{u}");
+    assert_eq!(u["units"]["rows"][0]["key"], json!(["train-a"]));
+    let u = as_ml(&[
+        "cost",
+        "units",
+        "--metric",
+        "thousand-inferences",
+        "--period",
+        "2026-11-02",
+    ]);
+    assert!(u["units"]["rows"].as_array().unwrap().is_empty(), "{u}");
+    let u = units(&s, "thousand-inferences", "2026-11-02");
+    assert_eq!(u["units"]["rows"].as_array().unwrap().len(), 1, "{u}");
+
+    // Budgets: ml sees its own only.
+    let names = |v: &Value| -> Vec<String> {
+        let mut n: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&as_ml(&["cost", "budgets"])), ["ml-b"]);
+    assert_eq!(
+        names(&json_out(&s, ADMIN, &["cost", "budgets", "-o", "json"])),
+        ["all-b", "ml-b", "web-b"]
+    );
+
+    // The FOCUS export: ml's rows only, no idle or purchase rows of the pools.
+    let (status, text) = http(
+        &s,
+        "GET",
+        "/api/v1/cost/export?period=2026-11",
+        Auth::Bearer(&ml),
+        None,
+    );
+    assert_eq!(status, 200, "{text}");
+    let mut table = csv_rows(&text);
+    let header = table.remove(0);
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    assert!(!table.is_empty(), "{text}");
+    for r in &table {
+        assert_eq!(r[col("SubAccountId")], "ml", "{text}");
+        assert_eq!(r[col("ResourceName")], "train-a", "{text}");
+    }
+    let effective: f64 = table
+        .iter()
+        .map(|r| r[col("EffectiveCost")].parse::<f64>().unwrap())
+        .sum();
+    assert!(close(effective, 12.0), "{effective}");
+
+    // The console's cost page: ml's budget, not web's; ml's team in the chart, not web's.
+    let page = get_text(&s, "/console/cost?period=2026-11", Auth::Session(&ml));
+    assert!(page.contains("id=\"budget-ml-b\""), "{page}");
+    assert!(!page.contains("id=\"budget-web-b\"") && !page.contains("id=\"budget-all-b\""));
+    assert!(!page.contains(">web<"), "{page}");
+    let page = get_text(&s, "/console/cost?period=2026-11", Auth::Session(ADMIN));
+    assert!(page.contains("id=\"budget-web-b\"") && page.contains("id=\"budget-all-b\""));
+}
+
+#[test]
+fn the_focus_export_is_streamed_chunked_and_written_as_it_arrives() {
+    let s = team_workspace();
+    // The API answers in chunks (no Content-Length), CSV.
+    let url = format!("{}/api/v1/cost/export?period=2026-11&focus=1.2", s.url);
+    let (headers, body) = runtime().block_on(async {
+        let r = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let h = r.headers().clone();
+        (h, r.bytes().await.unwrap())
+    });
+    assert_eq!(
+        headers
+            .get("transfer-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("chunked"),
+        "{headers:?}"
+    );
+    assert!(headers.get("content-length").is_none(), "{headers:?}");
+    assert!(body.starts_with(b"AvailabilityZone,BilledCost,"));
+    // The CLI writes the same bytes (to a file, and to stdout with -o -).
+    let f = s.data_dir.join("streamed.csv");
+    s.ok(
+        ADMIN,
+        &[
+            "cost",
+            "export",
+            "--focus",
+            "--focus-version",
+            "1.2",
+            "--period",
+            "2026-11",
+            "-o",
+            f.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read(&f).unwrap(), body.to_vec());
+    assert!(!s.data_dir.join("streamed.csv.part").exists());
+    let out = s.ok(
+        ADMIN,
+        &[
+            "cost",
+            "export",
+            "--focus",
+            "--focus-version",
+            "1.2",
+            "--period",
+            "2026-11",
+            "-o",
+            "-",
+        ],
+    );
+    assert_eq!(out.as_bytes(), &body[..]);
+    // A bad request is still answered as an error before any byte of the file.
+    let (code, _, err) = s.cli(
+        ADMIN,
+        &[
+            "cost",
+            "export",
+            "--focus",
+            "--focus-version",
+            "9.9",
+            "-o",
+            f.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("\"9.9\" is not supported"), "{err}");
+    assert!(!s.data_dir.join("streamed.csv.part").exists());
+}
+
+#[test]
+fn a_webhook_ca_file_that_cannot_be_used_stops_the_start_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = write(tmp.path(), "ca.pem", "not a certificate\n");
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(["--cost-webhook-ca-file", &bad])
+        .env("PLINTH_BOOTSTRAP_TOKEN", ADMIN)
+        .env("PLINTH_LOG", "warn")
+        .env_remove("PLINTH_DATABASE_URL")
+        .env_remove("PLINTH_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("webhook CA file {bad}")) && err.contains("no PEM certificate"),
+        "{err}"
+    );
+    // An approval threshold that is not an amount names its source.
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .env("PLINTH_COST_APPROVAL_THRESHOLD", "lots")
+        .env("PLINTH_BOOTSTRAP_TOKEN", ADMIN)
+        .env_remove("PLINTH_DATABASE_URL")
+        .env_remove("PLINTH_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PLINTH_COST_APPROVAL_THRESHOLD: \"lots\" is not an amount"),
+        "{err}"
+    );
 }

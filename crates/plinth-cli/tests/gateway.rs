@@ -357,7 +357,7 @@ fn bad_deployment_documents_are_rejected_naming_the_field() {
         (
             "team: team-a\n  versions: [{name: v1, weight: 1, upstreams: [\"ftp://x\"]}]"
                 .to_string(),
-            "spec.versions[0].upstreams[0]: `ftp://x` must start with http://",
+            "spec.versions[0].upstreams[0]: `ftp://x` must start with http:// or https://",
         ),
         (
             format!(
@@ -586,4 +586,63 @@ fn a_standalone_gateway_on_the_servers_postgres_serves_its_deployments_and_token
         (mine == Some(21)).then_some(())
     });
     assert_eq!(chat_once(&alone, "plt_not-a-token", "demo-chat").0, 401);
+}
+
+#[test]
+fn two_gateways_on_one_postgres_share_a_request_limit() {
+    let Some(db) = PgDb::create("gw_limits") else {
+        return;
+    };
+    let t = setup(Some(db.url.clone()));
+    let (other, _gateway) = spawn_listening(&[
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &db.url,
+    ]);
+    let other = format!("{other}/v1");
+    let v1 = Model::start("v1", 0.0);
+    // 10 requests a day for team-a (a day, so the test does not straddle a window's end).
+    apply_chat(
+        &t.server,
+        &version("v1", "stable", 1, &v1.url),
+        "  limits: [{scope: team, windowSeconds: 86400, requests: 10}]\n",
+    );
+    let probe = token(&t.server, "team-b", "member");
+    for gw in [&t.gateway, &other] {
+        wait_for("both gateways to serve chat", || {
+            (chat_once(gw, &probe, "demo-chat").0 == 200).then_some(())
+        });
+    }
+    let key = token(&t.server, "team-a", "member");
+    // 20 requests of team-a, alternating between the two gateways.
+    let mut ok = 0;
+    let mut refused = Vec::new();
+    for n in 0..20 {
+        let gw = if n % 2 == 0 { &t.gateway } else { &other };
+        let (status, retry, body) = chat_once(gw, &key, "demo-chat");
+        match status {
+            200 => ok += 1,
+            429 => refused.push((retry, body)),
+            s => panic!("unexpected status {s}: {body}"),
+        }
+    }
+    // Limits under 50 requests are reserved one admission at a time: exactly the limit.
+    assert_eq!(ok, 10, "{refused:?}");
+    assert_eq!(refused.len(), 10);
+    for (retry, body) in &refused {
+        let secs: u64 = retry.as_deref().expect("Retry-After").parse().unwrap();
+        assert!((1..=86_400).contains(&secs), "{secs}");
+        assert_eq!(body["error"]["type"], "requests", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("team `team-a`"),
+            "{body}"
+        );
+    }
+    // team-b's own window is untouched by team-a's.
+    assert_eq!(chat_once(&other, &probe, "demo-chat").0, 200);
 }

@@ -803,7 +803,7 @@ fn a_gang_job_runs_one_process_per_node_ends_with_all_and_fails_as_one() {
 
     // Each pod writes what it was told; rank 1 writes only after a pause, so a job that ended
     // with rank 0 would not find its file.
-    let script = r#"[ "$PLINTH_RANK" = 0 ] || sleep 1; echo "$PLINTH_JOB_ID $PLINTH_RANK $PLINTH_WORLD_SIZE $PLINTH_NODE [$CUDA_VISIBLE_DEVICES]" > "$PLINTH_CHECKPOINT_DIR/rank-$PLINTH_RANK""#;
+    let script = r#"[ "$PLINTH_RANK" = 0 ] || sleep 1; echo "$PLINTH_JOB_ID $PLINTH_RANK $PLINTH_WORLD_SIZE $PLINTH_NODE [$CUDA_VISIBLE_DEVICES]" > "$PLINTH_CHECKPOINT_DIR/rank-$PLINTH_RANK"; echo "log of rank $PLINTH_RANK""#;
     let (code, _, err) = gang("pair", "2", ckpt_s, script);
     assert_eq!(code, 0, "{err}");
     let j = wait_state(&s, &m, "pair", &["succeeded", "failed"]);
@@ -827,6 +827,15 @@ fn a_gang_job_runs_one_process_per_node_ends_with_all_and_fails_as_one() {
         "two pods of a whole node each share none"
     );
     assert_eq!(j["status"]["attempts"][0]["node"], nodes[0].as_str());
+    // Each pod's log is its own: rank 0's by default, the others' with --pod.
+    assert_eq!(s.ok(&m, &["job", "logs", "pair"]).trim(), "log of rank 0");
+    assert_eq!(
+        s.ok(&m, &["job", "logs", "pair", "--pod", "1"]).trim(),
+        "log of rank 1"
+    );
+    let (code, _, err) = s.cli(&m, &["job", "logs", "pair", "--pod", "2"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no pod 2"), "{err}");
 
     // Rank 1 fails at once; rank 0 would sleep for five minutes: it is stopped, and the
     // attempt fails with rank 1's exit.
@@ -877,5 +886,45 @@ fn a_pool_changed_to_spot_stops_the_jobs_it_no_longer_admits_until_it_changes_ba
     assert_eq!(
         s.ok(&m, &["job", "logs", "steady"]).trim(),
         "resumed from step 1"
+    );
+}
+
+#[test]
+fn a_pool_switched_between_gpu_and_cpu_replaces_its_nodes_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), &["--executor", "simulated"]);
+    s.apply("sim.yaml", SIM_WORKSPACE);
+    let m = token(&s, "team-a", "member");
+    let (status, body) = http_post(&s, &m, "/api/v1/jobs", sim_job("long", 1.0, "1h"));
+    assert_eq!(status, 201, "{body:#}");
+    wait_state(&s, &m, "long", &["running"]);
+
+    // The pool loses its GPUs: its node is replaced, the GPU job waits again.
+    let cpu = SIM_WORKSPACE.replace(
+        "spec: {nodes: 1, cpusPerNode: 16, memoryGibPerNode: 64, accelerator: {type: nvidia-h100-80gb, count: 8}}",
+        "spec: {nodes: 2, cpusPerNode: 16, memoryGibPerNode: 64}",
+    );
+    assert_ne!(cpu, SIM_WORKSPACE);
+    s.apply("cpu.yaml", &cpu);
+    let j = wait_state(&s, &m, "long", &["pending"]);
+    assert_eq!(attempt_reasons(&j), ["interrupted"], "{j:#}");
+    // A CPU job runs on the new nodes.
+    let (status, body) = http_post(&s, &m, "/api/v1/jobs", sim_job("cpu-only", 0.0, "50ms"));
+    assert_eq!(status, 201, "{body:#}");
+    let j = wait_state(&s, &m, "cpu-only", &["succeeded", "failed"]);
+    assert_eq!(j["status"]["state"], "succeeded", "{j:#}");
+    let node = j["status"]["attempts"][0]["node"].as_str().unwrap_or("");
+    assert!(node.starts_with("gpu-"), "{j:#}");
+    assert!(
+        j["status"]["attempts"][0]["gpus"].is_null(),
+        "no GPU: {j:#}"
+    );
+    // GPUs again: the waiting job runs again.
+    s.apply("gpu.yaml", SIM_WORKSPACE);
+    let j = wait_state(&s, &m, "long", &["running"]);
+    assert_eq!(
+        j["status"]["attempts"].as_array().unwrap().len(),
+        2,
+        "{j:#}"
     );
 }

@@ -593,6 +593,10 @@ fn invalid_release_policies_are_refused_with_the_field_named() {
             "spec.metrics[0].min: 0.9 is above max 0.1",
         ),
         ("{approvels: 1}", "approvels"),
+        (
+            "{stages: [production], approvals: 1, approvalStages: [staging]}",
+            "spec.approvalStages[0]: \"staging\" is not one of the gated stages (production)",
+        ),
     ] {
         let file = write(
             dir.path(),
@@ -866,4 +870,631 @@ fn mlflow_rename_and_delete_carry_or_drop_the_lifecycle() {
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["model.promote", "model.rename", "model.delete"]);
+}
+
+#[test]
+fn models_belong_to_a_team_whose_maintainers_alone_change_them() {
+    let s = Server::with_workspace();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.yaml", POLICY);
+    s.ok(ADMIN, &["apply", "-f", &policy]);
+    let alice = named_token(&s, "maintainer", "alice");
+    let bob = named_token(&s, "maintainer", "bob");
+    let carol = named_token(&s, "member", "carol");
+    let viewer_a = named_token(&s, "viewer", "vera");
+    let mallory = common::named_token(&s, "team-b", "maintainer", "mallory");
+    let viewer_b = common::named_token(&s, "team-b", "viewer", "victor");
+
+    // The registering token's team owns the model.
+    register(
+        &s,
+        &carol,
+        "churn",
+        &[
+            "--metric",
+            "auc=0.9",
+            "--metric",
+            "latency_p95_ms=80",
+            "--metric",
+            "cost_per_1k_inferences=0.4",
+        ],
+    );
+    let m = json_out(&s, &viewer_a, &["model", "show", "churn"]);
+    assert_eq!(m["team"], "team-a", "{m}");
+    let out = s.ok(&alice, &["model", "show", "churn"]);
+    assert!(out.contains("team team-a"), "{out}");
+
+    // Other teams do not see it (404, as for every object of another team) ...
+    for tok in [&mallory, &viewer_b] {
+        let (c, _, err) = s.cli(tok, &["model", "show", "churn"]);
+        assert_eq!(c, 5, "{err}");
+        let (c, _, err) = s.cli(tok, &["model", "gates", "churn", "1", "--to", "staging"]);
+        assert_eq!(c, 5, "{err}");
+        let list = json_out(&s, tok, &["model", "list"]);
+        assert_eq!(list, json!([]), "{list}");
+    }
+    let list = json_out(&s, &viewer_a, &["model", "list"]);
+    assert_eq!(list[0]["name"], "churn", "{list}");
+    assert_eq!(list[0]["team"], "team-a", "{list}");
+
+    // ... and may not change it: a maintainer of team-b is refused every lifecycle change.
+    for args in [
+        vec!["model", "promote", "churn", "1", "--to", "staging"],
+        vec!["model", "approve", "churn", "1"],
+        vec!["model", "rollback", "churn"],
+        vec!["model", "deprecate", "churn", "1", "--sunset", "2027-01-31"],
+        vec!["model", "set", "churn", "1", "--code-commit", "x"],
+        vec!["model", "register", "churn", "--source", "s3://x"],
+    ] {
+        let (c, _, err) = s.cli(&mallory, &args);
+        assert_eq!(c, 4, "{args:?}: {err}");
+        assert!(
+            err.contains("which belongs to team team-a: requires")
+                && err.contains("of team team-a or admin"),
+            "{args:?}: {err}"
+        );
+    }
+    // Members of the team register, set fields and promote when the gates pass; approving
+    // takes a maintainer of the team.
+    let (c, _, err) = s.cli(&carol, &["model", "approve", "churn", "1"]);
+    assert_eq!(c, 4, "{err}");
+    assert!(err.contains("requires maintainer"), "{err}");
+    s.ok(
+        &carol,
+        &["model", "set", "churn", "1", "--code-commit", "c1"],
+    );
+    promote_ok(&s, &carol, "churn", "1", "staging", &[]);
+    s.ok(&bob, &["model", "approve", "churn", "1"]);
+    // Admins act for every team.
+    promote_ok(&s, ADMIN, "churn", "1", "production", &[]);
+
+    // A team is named only for one's own team, except by admins, and never changed.
+    let (c, _, err) = s.cli(
+        &carol,
+        &[
+            "model", "register", "other", "--source", "s3://x", "--team", "team-b",
+        ],
+    );
+    assert_eq!(c, 4, "{err}");
+    assert!(err.contains("only admins name another team"), "{err}");
+    let (c, _, err) = s.cli(
+        ADMIN,
+        &[
+            "model", "register", "other", "--source", "s3://x", "--team", "nope",
+        ],
+    );
+    assert_eq!(c, 3, "{err}");
+    assert!(err.contains("team: Team \"nope\" does not exist"), "{err}");
+    register(&s, ADMIN, "ranker", &["--team", "team-b"]);
+    assert_eq!(
+        json_out(&s, &mallory, &["model", "show", "ranker"])["team"],
+        "team-b"
+    );
+    let (c, _, err) = s.cli(&viewer_a, &["model", "show", "ranker"]);
+    assert_eq!(c, 5, "{err}");
+    let (c, _, err) = s.cli(
+        ADMIN,
+        &[
+            "model", "register", "ranker", "--source", "s3://x", "--team", "team-a",
+        ],
+    );
+    assert_eq!(c, 3, "{err}");
+    assert!(err.contains("belongs to team team-b"), "{err}");
+    // An admin without a team registers a model without one: role rules alone apply.
+    register(&s, ADMIN, "shared", &[]);
+    assert_eq!(
+        json_out(&s, &viewer_b, &["model", "show", "shared"])["team"],
+        Value::Null
+    );
+    promote_ok(&s, &mallory, "shared", "1", "staging", &[]);
+
+    // Through MLflow: the creator's team, which only an admin may name or change.
+    let created = call_ok(
+        &s,
+        &carol,
+        "POST",
+        "/api/2.0/mlflow/registered-models/create",
+        Some(json!({"name": "via-mlflow"})),
+    );
+    let tags = created["registered_model"]["tags"].to_string();
+    assert!(
+        tags.contains("plinth.team") && tags.contains("team-a"),
+        "{created}"
+    );
+    let (status, body) = call(
+        &s,
+        &mallory,
+        "POST",
+        "/api/2.0/mlflow/model-versions/create",
+        Some(json!({"name": "via-mlflow", "source": "s3://x"})),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error_code"], "PERMISSION_DENIED", "{body}");
+    let (status, body) = call(
+        &s,
+        &alice,
+        "POST",
+        "/api/2.0/mlflow/registered-models/set-tag",
+        Some(json!({"name": "via-mlflow", "key": "plinth.team", "value": "team-b"})),
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = call(
+        &s,
+        &mallory,
+        "POST",
+        "/api/2.0/mlflow/model-versions/transition-stage",
+        Some(json!({"name": "churn", "version": "1", "stage": "Archived"})),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        json_out(&s, &alice, &["model", "show", "churn"])["stages"]["production"],
+        "1"
+    );
+}
+
+/// Two demo model servers behind a Deployment `chat` of team-a: v1 answers, v2 (the canary)
+/// fails every request.
+struct Gateway {
+    url: String,
+    _models: Vec<std::process::Child>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        for c in &mut self._models {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn demo_model(name: &str, error_rate: &str) -> (String, std::process::Child) {
+    let mut child = std::process::Command::new(common::bin())
+        .args([
+            "demo-model-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            name,
+            "--error-rate",
+            error_rate,
+        ])
+        .env("PLINTH_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (common::read_url(&mut child), child)
+}
+
+#[test]
+fn retrain_policies_fire_on_drift_and_on_a_canary_rollback_once_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), &["--gateway-listen", "127.0.0.1:0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ws = write(
+        dir.path(),
+        "ws.yaml",
+        &format!(
+            "{}---\n{}",
+            cpu_workspace(
+                "cpu",
+                "{nodes: 1, cpusPerNode: 4, memoryGibPerNode: 8}",
+                "cpu-q",
+                2
+            ),
+            id_contract("flights")
+        ),
+    );
+    s.ok(ADMIN, &["apply", "-f", &ws]);
+    let ids = |range: std::ops::Range<u32>| {
+        let mut t = String::from("id\n");
+        for i in range {
+            t.push_str(&format!("{i}\n"));
+        }
+        t
+    };
+    let data = |name: &str, text: String| write(dir.path(), name, &text);
+    s.ok(
+        ADMIN,
+        &[
+            "dataset",
+            "register",
+            "flights",
+            &data("v1.csv", ids(1..301)),
+        ],
+    );
+
+    // Drift: each new passing version is compared with the reference (version 1) once.
+    let policy = write(
+        dir.path(),
+        "drift.yaml",
+        "apiVersion: plinth/v1\nkind: RetrainPolicy\nmetadata: {name: churn-drift}\nspec: \
+         {model: churn, onDrift: flights, job: {command: [\"true\"], team: team-a, queue: cpu-q}}\n",
+    );
+    s.ok(ADMIN, &["apply", "-f", &policy]);
+    let v = wait_retrain(&s, "churn", |v| v[0]["status"]["lastDriftVersion"] == 1);
+    assert_eq!(v[0]["status"]["runs"], 0, "{v}");
+    // The same values in another order: no drift, no job.
+    let mut same = String::from("id\n");
+    for i in (1..301).rev() {
+        same.push_str(&format!("{i}\n"));
+    }
+    s.ok(
+        ADMIN,
+        &["dataset", "register", "flights", &data("v2.csv", same)],
+    );
+    let v = wait_retrain(&s, "churn", |v| v[0]["status"]["lastDriftVersion"] == 2);
+    assert_eq!(v[0]["status"]["runs"], 0, "{v}");
+    // Values a thousand higher: drift, one job.
+    s.ok(
+        ADMIN,
+        &[
+            "dataset",
+            "register",
+            "flights",
+            &data("v3.csv", ids(1001..1301)),
+        ],
+    );
+    let v = wait_retrain(&s, "churn", |v| v[0]["status"]["runs"] == 1);
+    assert_eq!(v[0]["status"]["lastTrigger"], "drift flights-v3", "{v}");
+    assert_eq!(v[0]["status"]["jobs"], json!(["retrain-churn-drift-1"]));
+    let job = json_out(&s, ADMIN, &["job", "describe", "retrain-churn-drift-1"]);
+    assert_eq!(job["spec"]["tags"]["trigger"], "drift:flights-v3", "{job}");
+    let audit = json_out(&s, ADMIN, &["audit", "log", "--action", "model.retrain"]);
+    assert_eq!(
+        audit[0]["detail"]["driftedColumns"],
+        json!(["id"]),
+        "{audit}"
+    );
+    assert_eq!(audit[0]["detail"]["reference"], 1, "{audit}");
+
+    // SLO: the gateway rolls back a canary whose error rate breaks the deployment's policy.
+    let (v1, p1) = demo_model("v1", "0");
+    let (v2, p2) = demo_model("v2", "1");
+    let gw = Gateway {
+        url: call_ok(&s, ADMIN, "GET", "/api/v1/gateway", None)["url"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        _models: vec![p1, p2],
+    };
+    let deployment = format!(
+        "apiVersion: plinth/v1\nkind: Deployment\nmetadata: {{name: chat}}\nspec:\n  team: team-a\n  \
+         models: [demo-chat]\n  versions:\n    - {{name: v1, role: stable, weight: 50, upstreams: [\"{v1}\"]}}\n    \
+         - {{name: v2, role: canary, weight: 50, upstreams: [\"{v2}\"]}}\n  \
+         canary: {{windowSeconds: 300, minRequests: 10, maxErrorRateMargin: 0.2}}\n"
+    );
+    s.ok(
+        ADMIN,
+        &["apply", "-f", &write(dir.path(), "chat.yaml", &deployment)],
+    );
+    let policy = write(
+        dir.path(),
+        "slo.yaml",
+        "apiVersion: plinth/v1\nkind: RetrainPolicy\nmetadata: {name: chat-slo}\nspec: \
+         {model: chat-model, onCanaryRollback: chat, job: {command: [\"true\"], team: team-a, queue: cpu-q}}\n",
+    );
+    s.ok(ADMIN, &["apply", "-f", &policy]);
+    wait_retrain(&s, "chat-model", |v| v[0]["status"]["runs"] == 0);
+    let key = named_token(&s, "member", "caller");
+    // Wait until the gateway serves the deployment, then send traffic.
+    let rt = common::runtime();
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut served = 0;
+    while served < 60 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway never served chat"
+        );
+        let status = rt.block_on(async {
+            client
+                .post(format!("{}/chat/completions", gw.url))
+                .bearer_auth(&key)
+                .json(
+                    &json!({"model": "demo-chat", "messages": [{"role": "user", "content": "hi"}]}),
+                )
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        });
+        if status == 200 {
+            served += 1;
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let v = wait_retrain(&s, "chat-model", |v| v[0]["status"]["runs"] == 1);
+    assert_eq!(v[0]["status"]["lastTrigger"], "canary-rollback chat", "{v}");
+    let job = json_out(&s, ADMIN, &["job", "describe", "retrain-chat-slo-1"]);
+    assert_eq!(
+        job["spec"]["tags"]["trigger"], "canary-rollback:chat",
+        "{job}"
+    );
+    assert_eq!(job["spec"]["tags"]["model"], "chat-model", "{job}");
+    let audit = json_out(&s, ADMIN, &["audit", "log", "--action", "model.retrain"]);
+    let rb = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["detail"]["job"] == "retrain-chat-slo-1")
+        .unwrap_or_else(|| panic!("{audit}"));
+    assert_eq!(rb["detail"]["rollback"]["canaryVersion"], "v2", "{audit}");
+    // The jobs really ran.
+    for name in ["retrain-churn-drift-1", "retrain-chat-slo-1"] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let j = json_out(&s, ADMIN, &["job", "describe", name]);
+            if j["status"]["state"] == "succeeded" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{j}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    // Once per event: later looks submit nothing more.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    for model in ["churn", "chat-model"] {
+        let v = json_out(&s, ADMIN, &["model", "retrain", model]);
+        assert_eq!(v[0]["status"]["runs"], 1, "{v}");
+    }
+    let out = s.ok(ADMIN, &["model", "retrain", "chat-model"]);
+    assert!(out.contains("canary rollback of chat"), "{out}");
+}
+
+/// A running `plinth up`: its URL, admin token, what it printed up to "press Ctrl-C", and the
+/// lines it prints after.
+struct Up {
+    child: std::process::Child,
+    url: String,
+    token: String,
+    printed: String,
+    later: std::sync::mpsc::Receiver<String>,
+}
+
+impl Up {
+    fn start(cwd: &std::path::Path, data_dir: &std::path::Path) -> Up {
+        let mut child = std::process::Command::new(common::bin())
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .current_dir(cwd)
+            .env("HOME", data_dir)
+            .env_remove("PLINTH_DATABASE_URL")
+            .env_remove("PLINTH_CONFIG")
+            .env_remove("PLINTH_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let (mut url, mut token, mut printed) = (None, None, String::new());
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(u) = line.strip_prefix("plinth: listening on ") {
+                url = Some(u.to_string());
+            }
+            if let Some(t) = line.strip_prefix("plinth: admin token: ") {
+                token = Some(t.to_string());
+            }
+            if line.contains("press Ctrl-C") {
+                break;
+            }
+        }
+        let (tx, later) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Up {
+            child,
+            url: url.expect("url printed"),
+            token: token.expect("token printed"),
+            printed,
+            later,
+        }
+    }
+
+    /// The lines printed after start-up until one contains `last` (generous deadline: the
+    /// job reads and fits 300,000 rows; no timing is asserted).
+    fn lines_until(&self, last: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
+        let mut out = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .later
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {last:?} line; printed:\n{}{out}", self.printed));
+            out.push_str(&line);
+            out.push('\n');
+            if line.contains(last) {
+                return out;
+            }
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(common::bin())
+            .args(args)
+            .env("PLINTH_SERVER", &self.url)
+            .env("PLINTH_TOKEN", &self.token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn plinth_up_without_the_flights_data_says_it_skipped_the_training_demo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = Up::start(tmp.path(), &tmp.path().join("data"));
+    assert!(
+        up.printed.contains(
+            "plinth: training demo: skipped: no version of datacontract/nycflights13-flights is registered"
+        ),
+        "{}",
+        up.printed
+    );
+    up.stop();
+}
+
+#[test]
+fn plinth_up_trains_registers_gates_and_traces_a_real_model_once_per_data_dir() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let flights = root.join("../shared/data/nycflights13/flights.csv.gz");
+    if !flights.exists() {
+        eprintln!("skipped: {} is not on this machine", flights.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let up = Up::start(&root, tmp.path());
+    assert!(
+        up.printed.contains(
+            "plinth: training demo: job demo-train-flights submitted (class training, team research) to fit flight-delays on nycflights13-flights-v1"
+        ),
+        "{}",
+        up.printed
+    );
+    let out = up.lines_until("training demo: lineage");
+    for line in [
+        "flight-delays version 1 registered by demo-trainer (team research), trained on nycflights13-flights-v1",
+        "gates of flight-delays 1 to staging (flight-delays-gates): all passed",
+        "PASS metric auc >= 0.8: auc = 0.",
+        "promoted flight-delays version 1 to staging",
+        "gates of flight-delays 1 to production (flight-delays-gates): 1 of 4 failed",
+        "FAIL approvals >= 1 (maintainers other than demo-trainer): 0 approvals",
+        "plinth lineage show model:flight-delays@1 --direction up",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+
+    // The job ran through the normal queues, as team research, class training.
+    let job: Value =
+        serde_json::from_str(&up.cli(&["job", "describe", "demo-train-flights", "-o", "json"]))
+            .unwrap();
+    assert_eq!(job["status"]["state"], "succeeded", "{job}");
+    assert_eq!(job["spec"]["class"], "training");
+    assert_eq!(job["spec"]["queue"], "research-training");
+    // The secret is not in the job's spec: it reads the token from a file.
+    assert!(!job.to_string().contains("plt_"), "{job}");
+    let logs = up.cli(&["job", "logs", "demo-train-flights"]);
+    assert!(logs.contains("epoch 4: train log loss"), "{logs}");
+
+    // The version: typed fields from the run, owned by team research, in staging.
+    let m: Value =
+        serde_json::from_str(&up.cli(&["model", "show", "flight-delays", "-o", "json"])).unwrap();
+    assert_eq!(m["team"], "research", "{m}");
+    assert_eq!(m["stages"], json!({"staging": "1"}), "{m}");
+    let v = &m["versions"][0];
+    assert_eq!(v["author"], "demo-trainer");
+    assert_eq!(
+        v["manifest"]["datasets"],
+        json!(["nycflights13-flights-v1"])
+    );
+    assert!(
+        v["manifest"]["codeCommit"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()),
+        "{v}"
+    );
+    assert_eq!(v["manifest"]["hyperparameters"]["epochs"], "4", "{v}");
+    let auc = v["manifest"]["evalMetrics"]["auc"].as_f64().unwrap();
+    let acc = v["manifest"]["evalMetrics"]["accuracy"].as_f64().unwrap();
+    assert!(
+        (0.8..=1.0).contains(&auc) && (0.8..=1.0).contains(&acc),
+        "{v}"
+    );
+    // Metrics per epoch, and the model file as an artifact.
+    let run_id = v["runId"].as_str().unwrap().to_string();
+    let get = |path: &str| -> Value {
+        let (status, body) = common::runtime().block_on(async {
+            let r = reqwest::Client::new()
+                .get(format!("{}{path}", up.url))
+                .bearer_auth(&up.token)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.text().await.unwrap())
+        });
+        assert!(status.is_success(), "{path}: {status} {body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let history = get(&format!(
+        "/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=auc"
+    ));
+    let steps: Vec<i64> = history["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["step"].as_i64().unwrap())
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4], "{history}");
+    let run = get(&format!("/api/2.0/mlflow/runs/get?run_id={run_id}"));
+    let artifacts = run["run"]["info"]["artifact_uri"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("mlflow-artifacts:/")
+        .unwrap()
+        .to_string();
+    let model = get(&format!(
+        "/api/2.0/mlflow-artifacts/artifacts/{artifacts}/model/model.json"
+    ));
+    assert_eq!(model["type"], "logistic_regression", "{model}");
+    assert!(
+        model["weights"]["dep_delay"].as_f64().unwrap() > 0.0,
+        "{model}"
+    );
+
+    // Lineage from the model back to the contract-checked dataset version.
+    let lineage = up.cli(&[
+        "lineage",
+        "show",
+        "model:flight-delays@1",
+        "--direction",
+        "up",
+    ]);
+    // (The example contract's freshness SLA fails on data from 2013; the graph says so.)
+    assert!(
+        lineage.contains("contract failed (nycflights13-flights-v1)")
+            || lineage.contains("contract passed (nycflights13-flights-v1)"),
+        "{lineage}"
+    );
+    assert!(lineage.contains("<- job mlflow/flight-delays"), "{lineage}");
+    up.stop();
+
+    // Again on the same data dir: nothing is trained or registered twice.
+    let up = Up::start(&root, tmp.path());
+    assert!(
+        !up.printed.contains("submitted (class training"),
+        "{}",
+        up.printed
+    );
+    let out = up.lines_until("training demo: lineage");
+    assert!(
+        out.contains("flight-delays version 1 registered by demo-trainer"),
+        "{out}"
+    );
+    assert!(!out.contains("promoted"), "{out}");
+    let m: Value =
+        serde_json::from_str(&up.cli(&["model", "show", "flight-delays", "-o", "json"])).unwrap();
+    assert_eq!(m["versions"].as_array().unwrap().len(), 1, "{m}");
+    up.stop();
 }

@@ -218,7 +218,43 @@ fn up_applies_the_demo_workspace_and_stops_cleanly() {
         .output()
         .unwrap();
     let queues: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(queues.as_array().unwrap().len(), 2, "{queues}");
+    // The workspace's two queues and the spot demo's.
+    assert_eq!(queues.as_array().unwrap().len(), 3, "{queues}");
+    // The spot demo's job is interrupted once and resumes from its checkpoint.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(common::bin())
+            .args(args)
+            .env("PLINTH_SERVER", &url)
+            .env("PLINTH_TOKEN", &token)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let job = loop {
+        let j: serde_json::Value =
+            serde_json::from_str(&cli(&["job", "describe", "spot-demo", "-o", "json"]))
+                .unwrap_or_default();
+        let state = j["status"]["state"].as_str().unwrap_or("").to_string();
+        if state == "succeeded" || state == "failed" {
+            break j;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spot-demo never ended: {j:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    let reasons: Vec<&str> = job["status"]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["reason"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(reasons, ["interrupted", "completed"], "{job:#}");
+    let log = cli(&["job", "logs", "spot-demo"]);
+    assert!(log.contains("attempt 2 resumed from step"), "{log}");
+    assert!(log.contains("finished 10 steps"), "{log}");
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

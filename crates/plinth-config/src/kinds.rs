@@ -190,6 +190,14 @@ pub struct RetrainPolicySpec {
     /// Submit when a new version of this DataContract's dataset passes its contract.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_dataset: Option<String>,
+    /// Submit when a new version of this DataContract's dataset drifts from the contract's
+    /// drift reference (the verdict of `plinth dataset drift`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_drift: Option<String>,
+    /// Submit when the inference gateway rolls back the canary of this Deployment (its error
+    /// rate or p95 latency broke the deployment's canary policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_canary_rollback: Option<String>,
 }
 
 /// Promotion targets, in order.
@@ -225,6 +233,10 @@ pub struct ReleasePolicySpec {
     /// Approvals needed from maintainers (or admins) other than the version's author.
     #[serde(default)]
     pub approvals: u32,
+    /// The targets the approvals are needed for (default: every gated target), e.g.
+    /// `[production]` so staging passes on metrics alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approval_stages: Vec<String>,
 }
 
 /// One eval-metric condition: absolute bounds and/or bounds on the difference to the current
@@ -588,6 +600,9 @@ fn validate_pool(_name: &str, spec: serde_json::Value) -> Result<Checked, FieldE
     if let Some(p) = s.price_per_node_hour {
         check_amount("pricePerNodeHour", p)?;
     }
+    if let Some(t) = &s.priced_since {
+        plinth_cost::parse_priced_since(t).map_err(|m| field("pricedSince", m))?;
+    }
     if s.currency.len() != 3 || !s.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(field(
             "currency",
@@ -821,10 +836,14 @@ fn validate_retrain_policy(_name: &str, spec: serde_json::Value) -> Result<Check
     if s.model.trim().is_empty() {
         return Err(field("model", "must not be empty"));
     }
-    if s.every_seconds.is_none() && s.on_dataset.is_none() {
+    if s.every_seconds.is_none()
+        && s.on_dataset.is_none()
+        && s.on_drift.is_none()
+        && s.on_canary_rollback.is_none()
+    {
         return Err(field(
             "",
-            "needs a trigger: everySeconds, onDataset, or both",
+            "needs a trigger: everySeconds, onDataset, onDrift and/or onCanaryRollback",
         ));
     }
     if s.every_seconds == Some(0) {
@@ -855,6 +874,22 @@ fn validate_retrain_policy(_name: &str, spec: serde_json::Value) -> Result<Check
             path: "spec.onDataset".into(),
         });
     }
+    if let Some(d) = &s.on_drift {
+        validate_name(d).map_err(|m| field("onDrift", m))?;
+        references.push(Reference {
+            kind: "DataContract",
+            name: d.clone(),
+            path: "spec.onDrift".into(),
+        });
+    }
+    if let Some(d) = &s.on_canary_rollback {
+        validate_name(d).map_err(|m| field("onCanaryRollback", m))?;
+        references.push(Reference {
+            kind: DEPLOYMENT_KIND,
+            name: d.clone(),
+            path: "spec.onCanaryRollback".into(),
+        });
+    }
     Ok(Checked {
         spec: normalized(&s)?,
         team: Some(s.job.team.clone()),
@@ -877,6 +912,17 @@ fn validate_release_policy(_name: &str, spec: serde_json::Value) -> Result<Check
             return Err(field(
                 format!("stages[{i}]"),
                 format!("{st:?} is not one of staging, canary, production"),
+            ));
+        }
+    }
+    for (i, st) in s.approval_stages.iter().enumerate() {
+        if !s.stages.contains(st) {
+            return Err(field(
+                format!("approvalStages[{i}]"),
+                format!(
+                    "{st:?} is not one of the gated stages ({})",
+                    s.stages.join(", ")
+                ),
             ));
         }
     }

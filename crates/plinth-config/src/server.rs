@@ -40,6 +40,25 @@ struct FileConfig {
     max_upload_bytes: Option<u64>,
     shutdown_grace_seconds: Option<u64>,
     gateway_listen: Option<String>,
+    cost: Option<CostFileConfig>,
+    registry: Option<RegistryFileConfig>,
+    otlp_endpoint: Option<String>,
+    gateway_upstream_ca_file: Option<PathBuf>,
+}
+
+/// The `cost:` section of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CostFileConfig {
+    approval_threshold: Option<f64>,
+    webhook_ca_file: Option<PathBuf>,
+}
+
+/// The `registry:` section of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFileConfig {
+    archived_artifact_retention: Option<String>,
 }
 
 /// Values given as command-line flags; they win over everything else.
@@ -60,6 +79,16 @@ pub struct ServerOverrides {
     pub chaos_seed: Option<u64>,
     /// Address of the inference gateway, or `off` (`--gateway-listen`, `--no-gateway`).
     pub gateway_listen: Option<String>,
+    /// Jobs estimated above this amount wait for approval (`--cost-approval-threshold`).
+    pub cost_approval_threshold: Option<f64>,
+    /// PEM file of CA certificates trusted for https budget webhooks
+    /// (`--cost-webhook-ca-file`).
+    pub cost_webhook_ca_file: Option<PathBuf>,
+    /// OTLP/HTTP endpoint the gateway exports request spans to (`--otlp-endpoint`).
+    pub otlp_endpoint: Option<String>,
+    /// PEM file of CA certificates the gateway trusts for https upstreams
+    /// (`--gateway-upstream-ca-file`).
+    pub gateway_upstream_ca_file: Option<PathBuf>,
 }
 
 /// What runs a job's admitted attempts.
@@ -99,6 +128,25 @@ pub struct ServerConfig {
     /// Whether the gateway address was configured (then failing to listen there stops the
     /// server); the default address is given up with a warning when it is taken.
     pub gateway_listen_configured: bool,
+    /// Jobs whose cost estimate is above this amount (in the pools' currency) wait for a
+    /// maintainer's approval whatever the budgets say; `None`: only budgets ask for approval.
+    pub cost_approval_threshold: Option<f64>,
+    /// CA certificates (PEM) trusted for `https://` budget webhooks besides the system's.
+    pub cost_webhook_ca_file: Option<PathBuf>,
+    /// OTLP/HTTP base endpoint for the gateway's request spans (`--otlp-endpoint`, then the config
+    /// file's `otlp_endpoint`); without one the standard `OTEL_EXPORTER_OTLP_*` variables in
+    /// `otel_env` apply.
+    pub otlp_endpoint: Option<String>,
+    /// The `OTEL_*` environment variables, for the OTLP exporter.
+    pub otel_env: BTreeMap<String, String>,
+    /// PEM file of CA certificates trusted for the gateway's https upstreams besides the
+    /// system's roots (`--gateway-upstream-ca-file`, `PLINTH_GATEWAY_UPSTREAM_CA_FILE`, the config
+    /// file's `gateway_upstream_ca_file`).
+    pub gateway_upstream_ca_file: Option<PathBuf>,
+    /// How long the artifacts of archived (or deprecated past their sunset) model versions are
+    /// kept before the server deletes them (`PLINTH_REGISTRY_ARCHIVED_ARTIFACT_RETENTION`, the
+    /// config file's `registry.archived_artifact_retention`, e.g. `30d`); `None`: kept.
+    pub archived_artifact_retention: Option<std::time::Duration>,
 }
 
 pub const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:7879";
@@ -335,6 +383,84 @@ impl ServerConfig {
             None => None,
         };
         let chaos_seed = flags.chaos_seed.or(env_seed);
+        let cost = file.cost.unwrap_or_default();
+        let env_threshold = match e("PLINTH_COST_APPROVAL_THRESHOLD") {
+            Some(v) => Some(v.trim().parse::<f64>().map_err(|_| ConfigError::Invalid {
+                source_name: "PLINTH_COST_APPROVAL_THRESHOLD".into(),
+                message: format!("{v:?} is not an amount"),
+            })?),
+            None => None,
+        };
+        let (cost_approval_threshold, src) = pick(
+            flags.cost_approval_threshold,
+            env_threshold,
+            cost.approval_threshold,
+            (
+                "--cost-approval-threshold",
+                "PLINTH_COST_APPROVAL_THRESHOLD",
+                &cfg_field("cost.approval_threshold"),
+            ),
+        );
+        if let Some(t) = cost_approval_threshold
+            && !(t.is_finite() && t >= 0.0)
+        {
+            return Err(ConfigError::Invalid {
+                source_name: src,
+                message: format!("{t} is not an amount >= 0"),
+            });
+        }
+        let (cost_webhook_ca_file, _) = pick(
+            flags.cost_webhook_ca_file,
+            e("PLINTH_COST_WEBHOOK_CA_FILE").map(PathBuf::from),
+            cost.webhook_ca_file,
+            ("", "", ""),
+        );
+        let (otlp_endpoint, src) = pick(
+            flags.otlp_endpoint,
+            None,
+            file.otlp_endpoint,
+            ("--otlp-endpoint", "", &cfg_field("otlp_endpoint")),
+        );
+        if let Some(url) = &otlp_endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                source_name: src,
+                message: format!(
+                    "{url:?} is not an http:// or https:// URL such as http://127.0.0.1:4318"
+                ),
+            });
+        }
+        let (gateway_upstream_ca_file, _) = pick(
+            flags.gateway_upstream_ca_file,
+            e("PLINTH_GATEWAY_UPSTREAM_CA_FILE").map(PathBuf::from),
+            file.gateway_upstream_ca_file,
+            ("", "", ""),
+        );
+        let (retention, src) = pick(
+            None,
+            e("PLINTH_REGISTRY_ARCHIVED_ARTIFACT_RETENTION"),
+            file.registry.and_then(|r| r.archived_artifact_retention),
+            (
+                "",
+                "PLINTH_REGISTRY_ARCHIVED_ARTIFACT_RETENTION",
+                &cfg_field("registry.archived_artifact_retention"),
+            ),
+        );
+        let archived_artifact_retention = match retention.as_deref() {
+            None | Some("off") => None,
+            Some(text) => Some(plinth_types::job::parse_duration(text).map_err(|message| {
+                ConfigError::Invalid {
+                    source_name: src,
+                    message,
+                }
+            })?),
+        };
+        let otel_env = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("OTEL_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         Ok(ServerConfig {
             listen,
             data_dir,
@@ -350,6 +476,12 @@ impl ServerConfig {
             chaos_seed,
             gateway_listen,
             gateway_listen_configured,
+            cost_approval_threshold,
+            cost_webhook_ca_file,
+            otlp_endpoint,
+            otel_env,
+            gateway_upstream_ca_file,
+            archived_artifact_retention,
         })
     }
 }
@@ -531,6 +663,69 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(ServerConfig::load(&e, flags).unwrap().listen.port(), 3);
+    }
+
+    #[test]
+    fn cost_approval_threshold_from_flag_env_or_file() {
+        let dir = tempfile_dir();
+        let f = dir.join("cost.yaml");
+        std::fs::write(
+            &f,
+            "cost:\n  approval_threshold: 250\n  webhook_ca_file: /etc/plinth/ca.pem\n",
+        )
+        .unwrap();
+        let e = env(&[("PLINTH_CONFIG", f.to_str().unwrap())]);
+        let c = ServerConfig::load(&e, ServerOverrides::default()).unwrap();
+        assert_eq!(c.cost_approval_threshold, Some(250.0));
+        assert_eq!(
+            c.cost_webhook_ca_file.as_deref(),
+            Some(Path::new("/etc/plinth/ca.pem"))
+        );
+        let e = env(&[
+            ("PLINTH_CONFIG", f.to_str().unwrap()),
+            ("PLINTH_COST_APPROVAL_THRESHOLD", "100.5"),
+        ]);
+        let c = ServerConfig::load(&e, ServerOverrides::default()).unwrap();
+        assert_eq!(c.cost_approval_threshold, Some(100.5));
+        let flags = ServerOverrides {
+            cost_approval_threshold: Some(7.0),
+            ..Default::default()
+        };
+        assert_eq!(
+            ServerConfig::load(&e, flags)
+                .unwrap()
+                .cost_approval_threshold,
+            Some(7.0)
+        );
+        assert_eq!(
+            ServerConfig::load(&env(&[]), ServerOverrides::default())
+                .unwrap()
+                .cost_approval_threshold,
+            None
+        );
+        let err = ServerConfig::load(
+            &env(&[("PLINTH_COST_APPROVAL_THRESHOLD", "lots")]),
+            ServerOverrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "PLINTH_COST_APPROVAL_THRESHOLD: \"lots\" is not an amount"
+        );
+        std::fs::write(&f, "cost:\n  approval_threshold: -3\n").unwrap();
+        let e = env(&[("PLINTH_CONFIG", f.to_str().unwrap())]);
+        let err = ServerConfig::load(&e, ServerOverrides::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("cost.approval_threshold: -3 is not an amount >= 0"),
+            "{err}"
+        );
+        std::fs::write(&f, "cost:\n  approval: 3\n").unwrap();
+        let err = ServerConfig::load(&e, ServerOverrides::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `approval`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -381,6 +381,7 @@ fn run_part<'b>(
         tags: Tags::default(),
         model_version: None,
         inferences: 0,
+        direct_cost: None,
     };
     let mut n = 0u64;
     for batch in reader {

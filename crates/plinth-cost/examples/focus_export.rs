@@ -86,6 +86,7 @@ fn record(
         },
         model_version: model_version.map(String::from),
         inferences,
+        direct_cost: None,
     })
 }
 
@@ -170,6 +171,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Some("v6"),
             182_000,
         )?,
+        // Gateway requests to chat v6 priced per token: 12.60 USD for 4,200 requests.
+        UsageRecord {
+            direct_cost: Some(DirectCost {
+                amount: 12.6,
+                currency: "USD".into(),
+            }),
+            ..record(
+                "req-1",
+                serve("chat"),
+                "gateway",
+                Procurement::OnDemand,
+                "2026-11-02T10:00:00Z",
+                "2026-11-02T11:00:00Z",
+                Resources::ZERO,
+                Resources::ZERO,
+                Some("web"),
+                Some("v6"),
+                4_200,
+            )?
+        },
     ];
     let book = book()?;
     let window = Window::new(t("2026-11-02T00:00:00Z")?, t("2026-11-04T00:00:00Z")?)?;

@@ -16,7 +16,8 @@ use crate::usage::{Resources, Tags, UsageRecord, Window, Workload, hours_between
 #[derive(Debug, Clone, Copy)]
 pub struct CostLine<'a> {
     pub record: &'a UsageRecord,
-    pub price: &'a PoolPrice,
+    /// The pool's price; `None` for a record with a direct cost (not priced from a pool).
+    pub price: Option<&'a PoolPrice>,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub day: NaiveDate,
@@ -29,6 +30,8 @@ pub struct CostLine<'a> {
     pub list_cost: Resources,
     /// The record's inferences, prorated to this segment.
     pub inferences: f64,
+    /// The record's direct cost, prorated to this segment (`None`: priced from resources).
+    pub direct: Option<f64>,
 }
 
 /// The fields a report or a unit-cost computation needs from a charge.
@@ -46,8 +49,9 @@ pub struct Charge<'a> {
 }
 
 impl CostLine<'_> {
+    /// Resource cost plus direct cost.
     pub fn total(&self) -> f64 {
-        total(self.cost)
+        total(self.cost) + self.direct.unwrap_or(0.0)
     }
 
     pub fn charge(&self) -> Charge<'_> {
@@ -81,6 +85,7 @@ impl CostLine<'_> {
             cost: self.cost,
             list_cost: self.list_cost,
             inferences: self.inferences,
+            direct: self.direct,
         }
     }
 }
@@ -107,11 +112,16 @@ pub struct CostRecord {
     pub cost: Resources,
     pub list_cost: Resources,
     pub inferences: f64,
+    /// Direct cost of this segment (gateway requests priced per token); `None` for records
+    /// priced from resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<f64>,
 }
 
 impl CostRecord {
+    /// Resource cost plus direct cost.
     pub fn total(&self) -> f64 {
-        total(self.cost)
+        total(self.cost) + self.direct.unwrap_or(0.0)
     }
 
     pub fn charge(&self) -> Charge<'_> {
@@ -183,26 +193,70 @@ impl<'b> Allocator<'b> {
     }
 
     /// Validates and prices one record; calls `f` for each of its day segments inside the
-    /// window (none when the record lies outside it).
+    /// window (none when the record lies outside it). A record with a direct cost needs no pool
+    /// price but must be in the book's currency; its cost is prorated over its interval (an
+    /// instantaneous record counts whole when its start lies in the window).
     pub fn allocate(
         &mut self,
         record: &UsageRecord,
         mut f: impl FnMut(&CostLine<'_>),
     ) -> Result<(), CostError> {
         record.validate()?;
-        let idx = self.book.index_of(&record.pool, record.procurement)?;
-        let price = &self.book.prices()[idx];
+        let priced = match &record.direct_cost {
+            Some(d) => {
+                if d.currency != self.book.currency() {
+                    return Err(CostError::CurrencyMismatch {
+                        what: format!("usage record {:?} direct cost", record.id),
+                        expected: self.book.currency().to_string(),
+                        found: d.currency.clone(),
+                    });
+                }
+                None
+            }
+            None => Some(self.book.index_of(&record.pool, record.procurement)?),
+        };
+        let book = self.book;
+        let price = priced.map(|idx| &book.prices()[idx]);
         let level = record.request.max(record.usage);
-        let list_rates = price.list_rates();
         let record_hours = record.hours();
+        let share = |hours: f64| {
+            if record_hours > 0.0 {
+                hours / record_hours
+            } else {
+                1.0
+            }
+        };
         let mut cur = record.start.max(self.window.start);
         let stop = record.end.min(self.window.end);
+        if record.start == record.end
+            && self.window.contains(record.start)
+            && (record.direct_cost.is_some() || record.inferences > 0)
+        {
+            // An instant (a request answered within the clock's resolution): counted whole.
+            f(&CostLine {
+                record,
+                price,
+                start: record.start,
+                end: record.end,
+                day: record.start.date_naive(),
+                hours: 0.0,
+                quantity: Resources::ZERO,
+                cost: Resources::ZERO,
+                list_cost: Resources::ZERO,
+                inferences: record.inferences as f64,
+                direct: record.direct_cost.as_ref().map(|d| d.amount),
+            });
+            return Ok(());
+        }
         while cur < stop {
             let day = cur.date_naive();
             let seg_end = stop.min(midnight(day + Duration::days(1)));
             let hours = hours_between(cur, seg_end);
             let quantity = level.scale(hours);
-            let cost = price.rates.cost(quantity);
+            let (cost, list_cost) = match price {
+                Some(p) => (p.rates.cost(quantity), p.list_rates().cost(quantity)),
+                None => (Resources::ZERO, Resources::ZERO),
+            };
             let line = CostLine {
                 record,
                 price,
@@ -212,16 +266,15 @@ impl<'b> Allocator<'b> {
                 hours,
                 quantity,
                 cost,
-                list_cost: list_rates.cost(quantity),
-                inferences: if record_hours > 0.0 {
-                    record.inferences as f64 * hours / record_hours
-                } else {
-                    0.0
-                },
+                list_cost,
+                inferences: record.inferences as f64 * share(hours),
+                direct: record.direct_cost.as_ref().map(|d| d.amount * share(hours)),
             };
-            let cell = self.cells.entry((idx, day)).or_default();
-            cell.cost = cell.cost + cost;
-            cell.quantity = cell.quantity + quantity;
+            if let Some(idx) = priced {
+                let cell = self.cells.entry((idx, day)).or_default();
+                cell.cost = cell.cost + cost;
+                cell.quantity = cell.quantity + quantity;
+            }
             f(&line);
             cur = seg_end;
         }

@@ -358,6 +358,42 @@ fn commitment_id(price: &PoolPrice) -> String {
     format!("commitment/{}", price.pool)
 }
 
+fn resource_name(r: &CostRecord) -> &str {
+    match &r.workload {
+        Workload::Job { job, .. } => job,
+        Workload::Serving { deployment } => deployment,
+    }
+}
+
+/// ResourceId, ResourceName, ResourceType, ServiceName and a description of a charge's workload.
+fn resource_of(r: &CostRecord) -> (String, String, &'static str, &'static str, String) {
+    match &r.workload {
+        Workload::Job { job, attempt } => (
+            format!("job/{job}/attempt/{attempt}"),
+            job.clone(),
+            "Job",
+            "Plinth Jobs",
+            format!("job {job} attempt {attempt}"),
+        ),
+        Workload::Serving { deployment } => (
+            format!("deployment/{deployment}"),
+            deployment.clone(),
+            "Deployment",
+            "Plinth Inference",
+            format!("deployment {deployment}"),
+        ),
+    }
+}
+
+/// The Tags cell: the charge's tags and model version as a JSON object.
+fn tags_of(r: &CostRecord) -> String {
+    let mut tags = r.tags.to_json_map();
+    if let Some(v) = &r.model_version {
+        tags.insert("model_version".into(), v.clone().into());
+    }
+    serde_json::Value::Object(tags).to_string()
+}
+
 struct Base<'a> {
     opts: &'a FocusOptions,
     currency: &'a str,
@@ -438,29 +474,77 @@ impl Base<'_> {
         row.commitment_discount_type = Some("Reserved Capacity".into());
     }
 
-    fn usage(&self, book: &PriceBook, r: &CostRecord) -> Result<Vec<FocusRow>, CostError> {
-        let price = book.get(&r.pool, r.procurement)?;
-        let mut tags = r.tags.to_json_map();
-        if let Some(v) = &r.model_version {
-            tags.insert("model_version".into(), v.clone().into());
+    /// The row of a charge with a direct cost (gateway requests priced per token): one
+    /// `Usage` row whose quantity is the requests answered.
+    fn direct(&self, r: &CostRecord, amount: f64) -> Option<FocusRow> {
+        if amount <= 0.0 {
+            return None;
         }
-        let tags = serde_json::Value::Object(tags).to_string();
-        let (rid, rname, rtype, service, what) = match &r.workload {
-            Workload::Job { job, attempt } => (
-                format!("job/{job}/attempt/{attempt}"),
-                job.clone(),
-                "Job",
-                "Plinth Jobs",
-                format!("job {job} attempt {attempt}"),
+        let (rid, rname, rtype, service, what) = resource_of(r);
+        let (bps, bpe) = month_bounds(r.start);
+        let requests = r.inferences;
+        let unit_price = (requests > 0.0).then(|| amount / requests);
+        Some(FocusRow {
+            billed_cost: amount,
+            effective_cost: amount,
+            list_cost: amount,
+            contracted_cost: amount,
+            billing_account_id: self.opts.billing_account_id.clone(),
+            billing_account_name: self.opts.billing_account_name.clone(),
+            billing_currency: self.currency.to_string(),
+            billing_period_start: bps,
+            billing_period_end: bpe,
+            charge_category: "Usage".into(),
+            charge_description: format!(
+                "Requests to {what}{} (priced per token)",
+                r.model_version
+                    .as_deref()
+                    .map(|v| format!(" version {v}"))
+                    .unwrap_or_default()
             ),
-            Workload::Serving { deployment } => (
-                format!("deployment/{deployment}"),
-                deployment.clone(),
-                "Deployment",
-                "Plinth Inference",
-                format!("deployment {deployment}"),
-            ),
-        };
+            charge_frequency: "Usage-Based".into(),
+            charge_period_start: r.start,
+            charge_period_end: r.end,
+            commitment_discount_category: None,
+            commitment_discount_id: None,
+            commitment_discount_name: None,
+            commitment_discount_status: None,
+            commitment_discount_type: None,
+            consumed_quantity: Some(requests),
+            consumed_unit: Some("Requests".into()),
+            contracted_unit_price: unit_price,
+            list_unit_price: unit_price,
+            invoice_issuer_name: self.opts.invoice_issuer_name.clone(),
+            provider_name: self.opts.provider_name.clone(),
+            publisher_name: self.opts.provider_name.clone(),
+            pricing_category: Some("Standard".into()),
+            pricing_quantity: Some(requests),
+            pricing_unit: Some("Requests".into()),
+            region_id: None,
+            region_name: None,
+            resource_id: Some(rid),
+            resource_name: Some(rname),
+            resource_type: Some(rtype.into()),
+            service_category: "AI and Machine Learning".into(),
+            service_name: service.into(),
+            sku_id: Some(format!("{}/inference", r.pool)),
+            sku_price_id: Some(format!("{}/inference/{}", r.pool, resource_name(r))),
+            sub_account_id: r.tags.team.clone(),
+            sub_account_name: r.tags.team.clone(),
+            tags: tags_of(r),
+            sku_meter: Some("Inference".into()),
+            commitment_discount_quantity: None,
+            commitment_discount_unit: None,
+        })
+    }
+
+    fn usage(&self, book: &PriceBook, r: &CostRecord) -> Result<Vec<FocusRow>, CostError> {
+        if let Some(amount) = r.direct {
+            return Ok(self.direct(r, amount).into_iter().collect());
+        }
+        let price = book.get(&r.pool, r.procurement)?;
+        let tags = tags_of(r);
+        let (rid, rname, rtype, service, what) = resource_of(r);
         let mut out = Vec::new();
         for (i, m) in METERS.iter().enumerate() {
             let q = pick(r.quantity, i);
@@ -584,6 +668,22 @@ pub fn focus_rows(
     alloc: &Allocation,
     opts: &FocusOptions,
 ) -> Result<Vec<FocusRow>, CostError> {
+    let mut rows = Vec::new();
+    for_each_focus_row(book, alloc, opts, |r| {
+        rows.push(r);
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// The rows of [`focus_rows`], one at a time and in the same order, so that an export can be
+/// written as it is produced; stops at the first error of `f`.
+pub fn for_each_focus_row(
+    book: &PriceBook,
+    alloc: &Allocation,
+    opts: &FocusOptions,
+    mut f: impl FnMut(FocusRow) -> Result<(), CostError>,
+) -> Result<(), CostError> {
     if alloc.currency != book.currency() {
         return Err(CostError::CurrencyMismatch {
             what: "allocation".into(),
@@ -595,14 +695,17 @@ pub fn focus_rows(
         opts,
         currency: book.currency(),
     };
-    let mut rows = Vec::new();
     for r in &alloc.records {
-        rows.extend(base.usage(book, r)?);
+        for row in base.usage(book, r)? {
+            f(row)?;
+        }
     }
     for i in &alloc.idle {
-        rows.extend(base.idle(book, i)?);
+        for row in base.idle(book, i)? {
+            f(row)?;
+        }
     }
-    Ok(rows)
+    Ok(())
 }
 
 fn write_err(what: &str, e: impl std::fmt::Display) -> CostError {
@@ -626,44 +729,138 @@ fn time_text(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// Writes rows as CSV: a header of column ids, empty cells for nulls, amounts as decimals with
-/// a fraction part, times as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn write_focus_csv<W: Write>(
-    rows: &[FocusRow],
-    opts: &FocusOptions,
-    w: W,
-) -> Result<(), CostError> {
-    let cols = columns(opts);
-    let mut out = csv::Writer::from_writer(w);
-    out.write_record(cols.iter().map(|(n, _)| *n))
-        .map_err(|e| write_err("focus csv", e))?;
-    let mut record: Vec<String> = Vec::with_capacity(cols.len());
-    for row in rows {
-        record.clear();
-        for (name, _) in &cols {
-            record.push(match row.cell(name) {
+/// Writes FOCUS rows as CSV one at a time: a header of column ids, empty cells for nulls,
+/// amounts as decimals with a fraction part, times as `YYYY-MM-DDTHH:MM:SSZ`.
+pub struct FocusCsvWriter<W: Write> {
+    cols: Vec<(&'static str, Kind)>,
+    out: csv::Writer<W>,
+    record: Vec<String>,
+}
+
+impl<W: Write> FocusCsvWriter<W> {
+    /// Writes the header line.
+    pub fn new(opts: &FocusOptions, w: W) -> Result<Self, CostError> {
+        let cols = columns(opts);
+        let mut out = csv::Writer::from_writer(w);
+        out.write_record(cols.iter().map(|(n, _)| *n))
+            .map_err(|e| write_err("focus csv", e))?;
+        Ok(FocusCsvWriter {
+            record: Vec::with_capacity(cols.len()),
+            cols,
+            out,
+        })
+    }
+
+    pub fn write(&mut self, row: &FocusRow) -> Result<(), CostError> {
+        self.record.clear();
+        for (name, _) in &self.cols {
+            self.record.push(match row.cell(name) {
                 Cell::Str(v) => v.unwrap_or("").to_string(),
                 Cell::Num(v) => v.map(decimal).unwrap_or_default(),
                 Cell::Time(t) => time_text(t),
             });
         }
-        out.write_record(&record)
-            .map_err(|e| write_err("focus csv", e))?;
+        self.out
+            .write_record(&self.record)
+            .map_err(|e| write_err("focus csv", e))
     }
-    out.flush().map_err(|e| write_err("focus csv", e))
+
+    /// Flushes and returns the inner writer.
+    pub fn finish(self) -> Result<W, CostError> {
+        self.out
+            .into_inner()
+            .map_err(|e| write_err("focus csv", e.error()))
+    }
 }
 
-/// Writes rows as one Parquet file: strings as UTF-8, amounts as doubles, times as UTC
-/// microsecond timestamps.
-pub fn write_focus_parquet<W: Write + Send>(
+/// Writes rows as CSV (see [`FocusCsvWriter`]).
+pub fn write_focus_csv<W: Write>(
     rows: &[FocusRow],
     opts: &FocusOptions,
     w: W,
 ) -> Result<(), CostError> {
-    let cols = columns(opts);
-    let mut fields = Vec::with_capacity(cols.len());
+    let mut out = FocusCsvWriter::new(opts, w)?;
+    for row in rows {
+        out.write(row)?;
+    }
+    out.finish().map(|_| ())
+}
+
+/// Rows per Parquet row group when writing row by row.
+pub const FOCUS_ROW_GROUP: usize = 64 * 1024;
+
+/// Writes FOCUS rows as one Parquet file, a row group at a time: strings as UTF-8, amounts as
+/// doubles, times as UTC microsecond timestamps. At most [`FOCUS_ROW_GROUP`] rows are held.
+pub struct FocusParquetWriter<W: Write + Send> {
+    cols: Vec<(&'static str, Kind)>,
+    schema: Arc<Schema>,
+    writer: parquet::arrow::ArrowWriter<W>,
+    rows: Vec<FocusRow>,
+}
+
+impl<W: Write + Send> FocusParquetWriter<W> {
+    pub fn new(opts: &FocusOptions, w: W) -> Result<Self, CostError> {
+        let cols = columns(opts);
+        let fields: Vec<Field> = cols
+            .iter()
+            .map(|(name, kind)| match kind {
+                Kind::Str => Field::new(*name, DataType::Utf8, true),
+                Kind::Num => Field::new(*name, DataType::Float64, true),
+                Kind::Time => Field::new(
+                    *name,
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                    true,
+                ),
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let writer = parquet::arrow::ArrowWriter::try_new(w, schema.clone(), None)
+            .map_err(|e| write_err("focus parquet", e))?;
+        Ok(FocusParquetWriter {
+            cols,
+            schema,
+            writer,
+            rows: Vec::new(),
+        })
+    }
+
+    pub fn write(&mut self, row: FocusRow) -> Result<(), CostError> {
+        self.rows.push(row);
+        if self.rows.len() >= FOCUS_ROW_GROUP {
+            self.write_batch()?;
+            self.writer
+                .flush()
+                .map_err(|e| write_err("focus parquet", e))?;
+        }
+        Ok(())
+    }
+
+    fn write_batch(&mut self) -> Result<(), CostError> {
+        let rows = std::mem::take(&mut self.rows);
+        let batch = batch_of(&self.cols, self.schema.clone(), &rows)?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| write_err("focus parquet", e))
+    }
+
+    /// Writes the last row group and the footer; returns the inner writer.
+    pub fn finish(mut self) -> Result<W, CostError> {
+        if !self.rows.is_empty() {
+            self.write_batch()?;
+        }
+        self.writer
+            .into_inner()
+            .map_err(|e| write_err("focus parquet", e))
+    }
+}
+
+fn batch_of(
+    cols: &[(&'static str, Kind)],
+    schema: Arc<Schema>,
+    rows: &[FocusRow],
+) -> Result<RecordBatch, CostError> {
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(cols.len());
-    for (name, kind) in &cols {
+    for (name, kind) in cols {
         match kind {
             Kind::Str => {
                 let mut b = StringBuilder::new();
@@ -673,7 +870,6 @@ pub fn write_focus_parquet<W: Write + Send>(
                         _ => b.append_null(),
                     }
                 }
-                fields.push(Field::new(*name, DataType::Utf8, true));
                 arrays.push(Arc::new(b.finish()));
             }
             Kind::Num => {
@@ -684,7 +880,6 @@ pub fn write_focus_parquet<W: Write + Send>(
                         _ => b.append_null(),
                     }
                 }
-                fields.push(Field::new(*name, DataType::Float64, true));
                 arrays.push(Arc::new(b.finish()));
             }
             Kind::Time => {
@@ -695,23 +890,22 @@ pub fn write_focus_parquet<W: Write + Send>(
                         _ => b.append_null(),
                     }
                 }
-                fields.push(Field::new(
-                    *name,
-                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                    true,
-                ));
                 arrays.push(Arc::new(b.finish()));
             }
         }
     }
-    let schema = Arc::new(Schema::new(fields));
-    let batch =
-        RecordBatch::try_new(schema.clone(), arrays).map_err(|e| write_err("focus parquet", e))?;
-    let mut writer = parquet::arrow::ArrowWriter::try_new(w, schema, None)
-        .map_err(|e| write_err("focus parquet", e))?;
-    writer
-        .write(&batch)
-        .map_err(|e| write_err("focus parquet", e))?;
-    writer.close().map_err(|e| write_err("focus parquet", e))?;
-    Ok(())
+    RecordBatch::try_new(schema, arrays).map_err(|e| write_err("focus parquet", e))
+}
+
+/// Writes rows as one Parquet file (see [`FocusParquetWriter`]).
+pub fn write_focus_parquet<W: Write + Send>(
+    rows: &[FocusRow],
+    opts: &FocusOptions,
+    w: W,
+) -> Result<(), CostError> {
+    let mut out = FocusParquetWriter::new(opts, w)?;
+    for row in rows {
+        out.write(row.clone())?;
+    }
+    out.finish().map(|_| ())
 }

@@ -42,11 +42,13 @@ pub use budget::{
 };
 pub use error::{CostError, format_amount, procurement_name};
 pub use focus::{
-    FocusOptions, FocusRow, FocusVersion, focus_columns, focus_rows, write_focus_csv,
-    write_focus_parquet,
+    FOCUS_ROW_GROUP, FocusCsvWriter, FocusOptions, FocusParquetWriter, FocusRow, FocusVersion,
+    focus_columns, focus_rows, for_each_focus_row, write_focus_csv, write_focus_parquet,
 };
 pub use plinth_types::spec::Procurement;
-pub use price::{PoolPrice, PriceBook, Rates};
+pub use price::{PoolPrice, PriceBook, Rates, parse_priced_since};
 pub use report::{Dimension, IDLE, Report, ReportBuilder, ReportRow, UNTAGGED};
-pub use unit::{NO_VERSION, UnitCost, UnitCosts, UnitMetric, unit_costs};
-pub use usage::{Ingested, Ledger, Resources, TAG_KEYS, Tags, UsageRecord, Window, Workload};
+pub use unit::{NO_VERSION, UnitCost, UnitCosts, UnitMetric, unit_costs, unit_costs_where};
+pub use usage::{
+    DirectCost, Ingested, Ledger, Resources, TAG_KEYS, Tags, UsageRecord, Window, Workload,
+};

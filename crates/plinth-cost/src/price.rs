@@ -126,7 +126,13 @@ impl PoolPrice {
                 nodes * f64::from(spec.memory_gib_per_node),
             )),
             region: spec.region.clone(),
-            since: None,
+            since: match &spec.priced_since {
+                Some(t) => Some(
+                    parse_priced_since(t)
+                        .map_err(|m| CostError::arg(format!("pool {name:?} pricedSince"), m))?,
+                ),
+                None => None,
+            },
         };
         price.validate()?;
         Ok(price)
@@ -159,6 +165,13 @@ impl PoolPrice {
         }
         Ok(())
     }
+}
+
+/// Parses a Pool's `pricedSince`: an RFC 3339 time such as `2026-11-01T00:00:00Z`.
+pub fn parse_priced_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2026-11-01T00:00:00Z ({e})"))
 }
 
 /// All prices, in one currency.

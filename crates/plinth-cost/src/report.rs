@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alloc::{Allocation, Charge, IdleRecord};
 use crate::error::CostError;
-use crate::usage::Resources;
+use crate::usage::{Resources, Tags};
 
 /// A column a report can group by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -140,6 +140,32 @@ impl Report {
         b.finish(&alloc.currency)
     }
 
+    /// A report of the charges whose tags `keep` accepts, for a caller who may see only part
+    /// of the spend (one team's): other charges are left out of rows and totals but still
+    /// count towards their pool-day's allocated cost, so shared idle is split as among all
+    /// users. Idle capacity is not shown apart (it belongs to no one the caller may see);
+    /// `idle_total` is the idle shared into the rows shown (0 without `share_idle`).
+    pub fn build_where(
+        alloc: &Allocation,
+        dimensions: &[Dimension],
+        share_idle: bool,
+        keep: &dyn Fn(&Tags) -> bool,
+    ) -> Report {
+        let mut b = ReportBuilder::new(dimensions, share_idle);
+        b.restricted = true;
+        for r in &alloc.records {
+            if keep(&r.tags) {
+                b.add(&r.charge());
+            } else {
+                b.add_hidden(&r.charge());
+            }
+        }
+        for i in &alloc.idle {
+            b.add_idle(i);
+        }
+        b.finish(&alloc.currency)
+    }
+
     /// Column names: the dimensions, then the figures.
     pub fn headers(&self) -> Vec<String> {
         let mut h: Vec<String> = self
@@ -233,6 +259,9 @@ pub struct ReportBuilder {
     idle: HashMap<PoolDay, IdleCell>,
     allocated_total: f64,
     untagged_total: f64,
+    /// Idle is not shown apart and counts only as shared into the rows (see
+    /// [`Report::build_where`]).
+    restricted: bool,
 }
 
 fn slot(p: Procurement) -> usize {
@@ -258,6 +287,7 @@ impl ReportBuilder {
             idle: HashMap::new(),
             allocated_total: 0.0,
             untagged_total: 0.0,
+            restricted: false,
         }
     }
 
@@ -319,6 +349,15 @@ impl ReportBuilder {
         if self.share_idle {
             let p = self.pool_id(c.pool, c.procurement);
             *self.fine.entry((g as u32, p, c.day)).or_default() += c.cost;
+            self.idle.entry((p, c.day)).or_default().0 += c.cost;
+        }
+    }
+
+    /// Counts a charge towards its pool-day's allocated cost (the base idle is shared over)
+    /// without showing it in any row or total.
+    pub fn add_hidden(&mut self, c: &Charge<'_>) {
+        if self.share_idle {
+            let p = self.pool_id(c.pool, c.procurement);
             self.idle.entry((p, c.day)).or_default().0 += c.cost;
         }
     }
@@ -399,10 +438,12 @@ impl ReportBuilder {
             if idle <= 0.0 {
                 continue;
             }
-            idle_total += idle;
+            if !self.restricted {
+                idle_total += idle;
+            }
             if self.share_idle && allocated > 0.0 {
                 shareable.insert((p, day), idle / allocated);
-            } else {
+            } else if !self.restricted {
                 // Not shared (or nobody used the pool that day): shown apart.
                 self.add_idle_row(&rec, idle, rec.idle_quantity);
             }
@@ -411,6 +452,9 @@ impl ReportBuilder {
             for ((g, p, day), cost) in &self.fine {
                 if let Some(ratio) = shareable.get(&(*p, *day)) {
                     self.groups[*g as usize].2.idle_share += cost * ratio;
+                    if self.restricted {
+                        idle_total += cost * ratio;
+                    }
                 }
             }
         }

@@ -11,7 +11,7 @@ use crate::alloc::{Allocation, allocate};
 use crate::error::{CostError, procurement_name};
 use crate::price::PriceBook;
 use crate::report::UNTAGGED;
-use crate::usage::{UsageRecord, Window, Workload};
+use crate::usage::{Tags, UsageRecord, Window, Workload};
 
 /// Which unit cost to compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +77,7 @@ fn measure(
     alloc: &Allocation,
     metric: UnitMetric,
     share_idle: bool,
+    keep: &dyn Fn(&Tags) -> bool,
 ) -> BTreeMap<Vec<String>, (f64, f64)> {
     // Idle shared in proportion to allocated cost, per pool and day.
     let mut factor: HashMap<(&str, &str, NaiveDate), f64> = HashMap::new();
@@ -98,7 +99,7 @@ fn measure(
     }
     let days = alloc.window.hours() / 24.0;
     let mut out: BTreeMap<Vec<String>, (f64, f64)> = BTreeMap::new();
-    for r in &alloc.records {
+    for r in alloc.records.iter().filter(|r| keep(&r.tags)) {
         let cost = r.total()
             * (1.0
                 + factor
@@ -150,16 +151,32 @@ pub fn unit_costs<'a>(
     metric: UnitMetric,
     share_idle: bool,
 ) -> Result<UnitCosts, CostError> {
+    unit_costs_where(book, records, window, metric, share_idle, &|_| true)
+}
+
+/// [`unit_costs`] over the charges whose tags `keep` accepts (e.g. one team's, for a caller who
+/// may see only its team's spend). Every record still counts towards its pool-day's allocated
+/// cost, so a shared idle is split as among all users.
+pub fn unit_costs_where<'a>(
+    book: &PriceBook,
+    records: impl IntoIterator<Item = &'a UsageRecord> + Clone,
+    window: Window,
+    metric: UnitMetric,
+    share_idle: bool,
+    keep: &dyn Fn(&Tags) -> bool,
+) -> Result<UnitCosts, CostError> {
     let previous_window = window.previous();
     let now = measure(
         &allocate(book, window, records.clone())?,
         metric,
         share_idle,
+        keep,
     );
     let before = measure(
         &allocate(book, previous_window, records)?,
         metric,
         share_idle,
+        keep,
     );
     let mut keys: Vec<&Vec<String>> = now.keys().chain(before.keys()).collect();
     keys.sort();

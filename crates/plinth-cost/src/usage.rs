@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use plinth_types::spec::Procurement;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{CostError, check_amount};
+use crate::error::{CostError, check_amount, check_currency};
 
 /// An amount of each priced resource: GPUs (fractions allowed), CPU cores, memory in GiB.
 /// In a usage record these are *levels* held over the record's interval; in a cost record they
@@ -133,6 +133,15 @@ impl Tags {
     }
 }
 
+/// An amount charged directly rather than priced from resources: what a gateway request's
+/// tokens cost at its deployment's token prices, for instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectCost {
+    pub amount: f64,
+    /// ISO 4217 code; must be the price book's currency to be counted.
+    pub currency: String,
+}
+
 /// What consumed the resources.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -171,6 +180,11 @@ pub struct UsageRecord {
     /// Requests answered (serving replicas); 0 for jobs.
     #[serde(default)]
     pub inferences: u64,
+    /// A cost charged as is (e.g. gateway requests priced per token): the record then costs
+    /// this amount, prorated over its interval, instead of its resources × a pool's price; no
+    /// pool price is needed and it adds nothing to any pool's allocated capacity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_cost: Option<DirectCost>,
 }
 
 impl UsageRecord {
@@ -198,6 +212,10 @@ impl UsageRecord {
         self.request
             .check(&format!("usage record {id:?} request"))?;
         self.usage.check(&format!("usage record {id:?} usage"))?;
+        if let Some(d) = &self.direct_cost {
+            check_amount(|| format!("usage record {id:?} direct cost"), d.amount)?;
+            check_currency(&format!("usage record {id:?} direct cost"), &d.currency)?;
+        }
         Ok(())
     }
 

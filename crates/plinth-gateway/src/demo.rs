@@ -174,6 +174,10 @@ pub fn router(model: DemoModel) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/predict", post(predict))
         .route(
+            "/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route(
             "/v1/models",
             get(move || async move {
                 axum::Json(json!({"object": "list", "data": [

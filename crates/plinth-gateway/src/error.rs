@@ -131,6 +131,18 @@ impl OpenAiError {
         )
     }
 
+    /// 503: no local replica could take the request (cold start too long, queue full).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "no_replica_available",
+            message.into(),
+        );
+        e.retry_after = Some(1);
+        e
+    }
+
     pub fn gateway_timeout(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::GATEWAY_TIMEOUT,

@@ -13,8 +13,11 @@ pub mod demo;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod otlp;
 mod proxy;
+pub mod replicas;
 pub mod spec;
+pub mod tls;
 pub mod usage;
 
 use std::collections::HashMap;
@@ -36,9 +39,11 @@ use prometheus_client::registry::Registry;
 pub use auth::{Authenticator, Identity, StaticKeys};
 pub use error::OpenAiError;
 pub use metrics::GatewayMetrics;
+pub use otlp::OtlpConfig;
 pub use spec::{
-    CacheSpec, CanaryPolicy, DeploymentSpec, DeploymentsFile, LimitScope, LimitSpec, PricingSpec,
-    SpecError, Stickiness, VersionRole, VersionSpec, parse_deployments_yaml, validate_deployments,
+    AutoscalingSpec, CacheSpec, CanaryPolicy, DeploymentSpec, DeploymentsFile, LimitScope,
+    LimitSpec, LoadBalancing, PricingSpec, ReplicaResources, ReplicaSpec, SpecError, Stickiness,
+    VersionRole, VersionSpec, parse_deployments_yaml, validate_deployments,
 };
 pub use usage::{
     CanaryEvents, ChannelSink, MemoryEvents, MemorySink, NullSink, RollbackEvent, UsageRecord,
@@ -59,6 +64,9 @@ pub struct GatewayOptions {
     pub pool_max_idle_per_host: usize,
     /// How long an idle upstream connection is kept. Default 90 s.
     pub pool_idle_timeout: Duration,
+    /// CA certificates (DER) trusted for `https://` upstreams besides the system's roots
+    /// ([`tls::read_ca_file`]).
+    pub upstream_ca_certs: Vec<Vec<u8>>,
 }
 
 impl Default for GatewayOptions {
@@ -68,11 +76,12 @@ impl Default for GatewayOptions {
             max_response_bytes: 64 * 1024 * 1024,
             pool_max_idle_per_host: 1024,
             pool_idle_timeout: Duration::from_secs(90),
+            upstream_ca_certs: Vec::new(),
         }
     }
 }
 
-pub(crate) type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
+pub(crate) type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// One version, ready to route to.
 #[derive(Debug)]
@@ -86,6 +95,8 @@ pub(crate) struct Version {
     pub timeout: Duration,
     pub retries: u32,
     pub model: Option<String>,
+    /// Local replicas (when the version has `replicas` instead of `upstreams`).
+    pub replicas: Option<Arc<replicas::ReplicaPool>>,
 }
 
 /// One deployment with its live state (cache, limit windows, canary samples).
@@ -97,14 +108,25 @@ pub(crate) struct Deployment {
     pub limiter: limits::Limiter,
     pub canary: Option<canary::CanaryMonitor>,
     pub sticky_header: Option<HeaderName>,
+    /// Metric series of this deployment's requests, resolved once.
+    pub metric_handles: metrics::HandleCache,
 }
 
 impl Deployment {
-    fn new(spec: DeploymentSpec) -> Self {
+    fn new(
+        spec: DeploymentSpec,
+        pools: &replicas::ReplicaRegistry,
+        limit_store: Option<Arc<dyn limits::LimitStore>>,
+    ) -> Self {
         let versions = spec
             .versions
             .iter()
             .map(|v| Version {
+                replicas: v.replicas.as_ref().map(|r| {
+                    let p = pools.pool(&spec.name, &v.name);
+                    p.configure(r.load_balancing, &v.autoscaling.clone().unwrap_or_default());
+                    p
+                }),
                 name: v.name.clone(),
                 role: v.role,
                 weight: v.weight,
@@ -134,9 +156,11 @@ impl Deployment {
             cache: spec.cache.as_ref().map(|c| {
                 cache::ResponseCache::new(Duration::from_secs(c.ttl_seconds), c.max_bytes)
             }),
-            limiter: limits::Limiter::new(spec.limits.clone(), spec.pricing.clone()),
+            limiter: limits::Limiter::new(spec.limits.clone(), spec.pricing.clone())
+                .with_store(&spec.name, limit_store),
             canary,
             sticky_header,
+            metric_handles: metrics::HandleCache::default(),
             versions,
             spec,
         }
@@ -177,10 +201,13 @@ pub(crate) struct Inner {
     pub auth: Arc<dyn Authenticator>,
     pub usage: Arc<dyn UsageSink>,
     pub events: Arc<dyn CanaryEvents>,
+    pub limit_store: Option<Arc<dyn limits::LimitStore>>,
+    pub otlp: Option<otlp::Exporter>,
     pub client: UpstreamClient,
     pub metrics: GatewayMetrics,
     pub registry: Registry,
     pub options: GatewayOptions,
+    pub replicas: replicas::ReplicaRegistry,
 }
 
 /// A version's weights as routing sees them now.
@@ -190,6 +217,8 @@ pub struct VersionStatus {
     pub role: VersionRole,
     pub weight: u32,
     pub effective_weight: u32,
+    /// Its local replicas, when it has `replicas`.
+    pub replicas: Option<replicas::ReplicasView>,
 }
 
 /// A deployment as routing sees it now (for the console).
@@ -201,6 +230,19 @@ pub struct DeploymentStatus {
     pub canary_rolled_back: bool,
     pub cache_entries: usize,
     pub cache_bytes: u64,
+}
+
+/// A version with local replicas, for the controller that runs them.
+#[derive(Debug, Clone)]
+pub struct ReplicaTarget {
+    pub deployment: String,
+    pub version: String,
+    /// The model name its usage is tagged with (the version's `model`, else the deployment's
+    /// first model name).
+    pub model: String,
+    pub spec: ReplicaSpec,
+    pub autoscaling: AutoscalingSpec,
+    pub pool: Arc<replicas::ReplicaPool>,
 }
 
 /// The gateway. Cloning is cheap and shares all state.
@@ -220,6 +262,8 @@ pub struct GatewayBuilder {
     auth: Arc<dyn Authenticator>,
     usage: Arc<dyn UsageSink>,
     events: Arc<dyn CanaryEvents>,
+    limit_store: Option<Arc<dyn limits::LimitStore>>,
+    otlp: Option<OtlpConfig>,
     options: GatewayOptions,
 }
 
@@ -232,6 +276,16 @@ impl GatewayBuilder {
         self.events = events;
         self
     }
+    /// Shares limit windows with other gateways through `store` (see [`limits`]).
+    pub fn limit_store(mut self, store: Arc<dyn limits::LimitStore>) -> Self {
+        self.limit_store = Some(store);
+        self
+    }
+    /// Exports one span per request over OTLP/HTTP (see [`otlp`]).
+    pub fn otlp(mut self, config: Option<OtlpConfig>) -> Self {
+        self.otlp = config;
+        self
+    }
     pub fn options(mut self, options: GatewayOptions) -> Self {
         self.options = options;
         self
@@ -242,18 +296,29 @@ impl GatewayBuilder {
         let metrics = GatewayMetrics::new();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        Gateway {
+        let shared_limits = self.limit_store.is_some();
+        let otlp = self
+            .otlp
+            .and_then(|c| otlp::start(c, build_client(&self.options)));
+        let gateway = Gateway {
             inner: Arc::new(Inner {
                 config: RwLock::new(Arc::new(Config::default())),
                 auth: self.auth,
                 usage: self.usage,
                 events: self.events,
+                limit_store: self.limit_store,
+                otlp,
                 client,
                 metrics,
                 registry,
                 options: self.options,
+                replicas: replicas::ReplicaRegistry::default(),
             }),
+        };
+        if shared_limits {
+            limits::spawn_sync(Arc::downgrade(&gateway.inner));
         }
+        gateway
     }
 }
 
@@ -265,6 +330,8 @@ impl Gateway {
             auth,
             usage: Arc::new(NullSink),
             events: Arc::new(MemoryEvents::new()),
+            limit_store: None,
+            otlp: None,
             options: GatewayOptions::default(),
         }
     }
@@ -278,7 +345,11 @@ impl Gateway {
         for spec in specs {
             let dep = match old.by_name(&spec.name) {
                 Some(d) if d.spec == spec => Arc::clone(d),
-                _ => Arc::new(Deployment::new(spec)),
+                _ => Arc::new(Deployment::new(
+                    spec,
+                    &self.inner.replicas,
+                    self.inner.limit_store.clone(),
+                )),
             };
             let i = cfg.deployments.len();
             cfg.by_name.insert(dep.spec.name.clone(), i);
@@ -287,6 +358,17 @@ impl Gateway {
             }
             cfg.deployments.push(dep);
         }
+        let keep = cfg
+            .deployments
+            .iter()
+            .flat_map(|d| {
+                d.versions
+                    .iter()
+                    .filter(|v| v.replicas.is_some())
+                    .map(|v| (d.spec.name.clone(), v.name.clone()))
+            })
+            .collect();
+        self.inner.replicas.retain(&keep);
         let new = Arc::new(cfg);
         match self.inner.config.write() {
             Ok(mut g) => *g = new,
@@ -318,6 +400,7 @@ impl Gateway {
                         role: v.role,
                         weight: v.weight,
                         effective_weight: d.effective_weight(v),
+                        replicas: v.replicas.as_ref().map(|p| p.view()),
                     })
                     .collect(),
                 canary_rolled_back: d.canary.as_ref().is_some_and(|c| c.rolled_back()),
@@ -327,9 +410,48 @@ impl Gateway {
             .collect()
     }
 
+    /// Every version served from local replicas now: what to run and the pool to fill (for the
+    /// replica controller of `plinth serve`).
+    pub fn replica_targets(&self) -> Vec<ReplicaTarget> {
+        let cfg = self.snapshot();
+        let mut out = Vec::new();
+        for d in &cfg.deployments {
+            for (v, vs) in d.versions.iter().zip(&d.spec.versions) {
+                if let (Some(pool), Some(spec)) = (&v.replicas, &vs.replicas) {
+                    out.push(ReplicaTarget {
+                        deployment: d.spec.name.clone(),
+                        version: v.name.clone(),
+                        model: vs
+                            .model
+                            .clone()
+                            .or_else(|| d.spec.models.first().cloned())
+                            .unwrap_or_else(|| d.spec.name.clone()),
+                        spec: spec.clone(),
+                        autoscaling: vs.autoscaling.clone().unwrap_or_default(),
+                        pool: Arc::clone(pool),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Notified whenever a request starts waiting for a replica (a cold start to begin).
+    pub fn replica_demand(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.replicas.demand()
+    }
+
     /// The metric families, to register in another registry (the server's).
     pub fn metrics(&self) -> &GatewayMetrics {
         &self.inner.metrics
+    }
+
+    /// Spans not exported (queue full, or the collector failed).
+    pub fn spans_dropped(&self) -> u64 {
+        self.inner
+            .otlp
+            .as_ref()
+            .map_or(0, |e| e.dropped.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Requests and streams in progress.
@@ -379,6 +501,12 @@ fn build_client(options: &GatewayOptions) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_keepalive(Some(Duration::from_secs(60)));
+    connector.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls::client_config(&options.upstream_ca_certs))
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(options.pool_max_idle_per_host)
         .pool_idle_timeout(options.pool_idle_timeout)

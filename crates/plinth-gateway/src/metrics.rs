@@ -42,6 +42,61 @@ pub struct DeploymentLabels {
     pub deployment: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    pub deployment: String,
+    pub version: String,
+    /// `starting`, `ready`, `draining` or `stopping`.
+    pub state: String,
+}
+
+/// What one request that reached a deployment reports to the metrics.
+#[derive(Debug)]
+pub(crate) struct RequestSample<'a> {
+    pub operation: &'static str,
+    /// The model asked for (the deployment's name for `predict`).
+    pub model: &'a str,
+    pub deployment: &'a str,
+    pub version: &'a str,
+    pub status: u16,
+    pub total_seconds: f64,
+    /// Total minus upstream time (`None` for cache hits).
+    pub overhead_seconds: Option<f64>,
+    pub fallback: bool,
+    /// Input and output tokens, when the upstream reported any.
+    pub tokens: Option<(u64, u64)>,
+}
+
+/// The series one kind of request records into, resolved once: a request then records its
+/// metrics without building label sets (no allocation, no hashing of strings).
+#[derive(Debug)]
+pub(crate) struct RequestHandles {
+    requests: Counter,
+    duration: Histogram,
+    /// Input and output token histograms, created on first use (a series appears only once a
+    /// request reported tokens).
+    tokens: std::sync::OnceLock<(Histogram, Histogram)>,
+}
+
+/// Which [`RequestHandles`] a request uses, as small numbers: operation, index of the model in
+/// the deployment's `models` (`u16::MAX` for `predict`), index of the version, HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct HandleKey {
+    pub operation: u8,
+    pub model: u16,
+    pub version: u16,
+    pub status: u16,
+}
+
+/// A deployment's resolved series, by [`HandleKey`].
+#[derive(Debug, Default)]
+pub(crate) struct HandleCache {
+    map: std::sync::RwLock<std::collections::HashMap<HandleKey, RequestHandles>>,
+}
+
+/// More distinct keys than this per deployment are recorded without caching.
+const MAX_CACHED_HANDLES: usize = 4096;
+
 /// The gateway's metric families. Cloning shares the same series.
 #[derive(Clone, Debug)]
 pub struct GatewayMetrics {
@@ -53,6 +108,8 @@ pub struct GatewayMetrics {
     pub fallbacks: Family<DeploymentLabels, Counter>,
     pub rollbacks: Family<DeploymentLabels, Counter>,
     pub in_flight: Gauge,
+    /// Local replicas by state (set by the replica controller of `plinth serve`).
+    pub replicas: Family<ReplicaLabels, Gauge>,
 }
 
 impl Default for GatewayMetrics {
@@ -77,6 +134,7 @@ impl GatewayMetrics {
             fallbacks: Family::default(),
             rollbacks: Family::default(),
             in_flight: Gauge::default(),
+            replicas: Family::default(),
         }
     }
 
@@ -122,5 +180,86 @@ impl GatewayMetrics {
             "Requests (and streams) in progress",
             self.in_flight.clone(),
         );
+        registry.register(
+            "plinth_gateway_replicas",
+            "Local replicas of a deployment's version, by state (starting, ready, draining, stopping)",
+            self.replicas.clone(),
+        );
+    }
+
+    fn handles(&self, s: &RequestSample<'_>) -> RequestHandles {
+        RequestHandles {
+            requests: self
+                .requests
+                .get_or_create(&RequestLabels {
+                    deployment: s.deployment.to_owned(),
+                    status: s.status.to_string(),
+                })
+                .clone(),
+            duration: self
+                .request_duration
+                .get_or_create(&DurationLabels {
+                    gen_ai_operation_name: s.operation.to_owned(),
+                    gen_ai_request_model: s.model.to_owned(),
+                    deployment: s.deployment.to_owned(),
+                    version: s.version.to_owned(),
+                })
+                .clone(),
+            tokens: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn token_handles(&self, s: &RequestSample<'_>) -> (Histogram, Histogram) {
+        let h = |kind: &str| {
+            self.token_usage
+                .get_or_create(&TokenLabels {
+                    gen_ai_operation_name: s.operation.to_owned(),
+                    gen_ai_request_model: s.model.to_owned(),
+                    gen_ai_token_type: kind.to_owned(),
+                })
+                .clone()
+        };
+        (h("input"), h("output"))
+    }
+
+    /// Records one request that reached a deployment; with a cache and key, through the
+    /// deployment's resolved series.
+    pub(crate) fn record(&self, s: &RequestSample<'_>, cached: Option<(&HandleCache, HandleKey)>) {
+        if let Some(o) = s.overhead_seconds {
+            self.overhead.observe(o);
+        }
+        if s.fallback {
+            self.fallbacks
+                .get_or_create(&DeploymentLabels {
+                    deployment: s.deployment.to_owned(),
+                })
+                .inc();
+        }
+        let apply = |h: &RequestHandles| {
+            h.requests.inc();
+            h.duration.observe(s.total_seconds);
+            if let Some((i, o)) = s.tokens {
+                let (hi, ho) = h.tokens.get_or_init(|| self.token_handles(s));
+                hi.observe(i as f64);
+                ho.observe(o as f64);
+            }
+        };
+        let Some((cache, key)) = cached else {
+            apply(&self.handles(s));
+            return;
+        };
+        if let Ok(map) = cache.map.read()
+            && let Some(h) = map.get(&key)
+        {
+            apply(h);
+            return;
+        }
+        let h = self.handles(s);
+        apply(&h);
+        if let Ok(mut map) = cache.map.write()
+            && map.len() < MAX_CACHED_HANDLES
+        {
+            map.entry(key).or_insert(h);
+        }
     }
 }

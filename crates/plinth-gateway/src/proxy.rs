@@ -22,7 +22,7 @@ use serde_json::Value;
 use crate::auth::Identity;
 use crate::cache::{Cached, cache_key};
 use crate::error::OpenAiError;
-use crate::metrics::{CacheLabels, DeploymentLabels, DurationLabels, RequestLabels, TokenLabels};
+use crate::metrics::{CacheLabels, DeploymentLabels, HandleKey, RequestLabels, RequestSample};
 use crate::spec::{Stickiness, VersionRole};
 use crate::usage::UsageRecord;
 use crate::{Deployment, Gateway, Inner, Version, join_uri};
@@ -123,7 +123,7 @@ pub(crate) async fn method_not_allowed() -> Response {
     OpenAiError::method_not_allowed().into_response()
 }
 
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     static STATE: OnceLock<RandomState> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -246,6 +246,13 @@ struct RequestRecord {
     fallback_used: bool,
     stream: bool,
     completed: bool,
+    /// The replica serving the request (local replicas): held until the request ends.
+    lease: Option<crate::replicas::Lease>,
+    /// For the OTLP span (only filled when spans are exported): the `traceparent` of the
+    /// request, the model the upstream named, and its host and port.
+    trace_parent: Option<([u8; 16], [u8; 8])>,
+    response_model: Option<String>,
+    server: Option<(String, u16)>,
 }
 
 impl RequestRecord {
@@ -269,6 +276,10 @@ impl RequestRecord {
             fallback_used: false,
             stream: false,
             completed: true,
+            lease: None,
+            trace_parent: None,
+            response_model: None,
+            server: None,
         }
     }
 
@@ -294,50 +305,65 @@ impl Drop for RequestRecord {
             .as_ref()
             .map(|d| d.spec.name.clone())
             .unwrap_or_default();
-        m.requests
-            .get_or_create(&RequestLabels {
-                deployment: dep_name.clone(),
-                status: self.status.to_string(),
-            })
-            .inc();
         let Some(dep) = &self.deployment else {
-            return;
-        };
-        let model = if self.model.is_empty() {
-            dep_name.clone()
-        } else {
-            self.model.clone()
-        };
-        m.request_duration
-            .get_or_create(&DurationLabels {
-                gen_ai_operation_name: self.op.name().to_owned(),
-                gen_ai_request_model: model.clone(),
-                deployment: dep_name.clone(),
-                version: self.version.clone(),
-            })
-            .observe(total.as_secs_f64());
-        if !self.cache_hit {
-            m.overhead
-                .observe(total.saturating_sub(self.upstream).as_secs_f64());
-        }
-        if self.fallback_used {
-            m.fallbacks
-                .get_or_create(&DeploymentLabels {
-                    deployment: dep_name.clone(),
+            m.requests
+                .get_or_create(&RequestLabels {
+                    deployment: String::new(),
+                    status: self.status.to_string(),
                 })
                 .inc();
-        }
-        if self.tokens_in > 0 || self.tokens_out > 0 {
-            for (kind, n) in [("input", self.tokens_in), ("output", self.tokens_out)] {
-                m.token_usage
-                    .get_or_create(&TokenLabels {
-                        gen_ai_operation_name: self.op.name().to_owned(),
-                        gen_ai_request_model: model.clone(),
-                        gen_ai_token_type: kind.to_owned(),
-                    })
-                    .observe(n as f64);
+            return;
+        };
+        let sample = RequestSample {
+            operation: self.op.name(),
+            model: if self.model.is_empty() {
+                &dep_name
+            } else {
+                &self.model
+            },
+            deployment: &dep_name,
+            version: &self.version,
+            status: self.status,
+            total_seconds: total.as_secs_f64(),
+            overhead_seconds: (!self.cache_hit)
+                .then(|| total.saturating_sub(self.upstream).as_secs_f64()),
+            fallback: self.fallback_used,
+            tokens: (self.tokens_in > 0 || self.tokens_out > 0)
+                .then_some((self.tokens_in, self.tokens_out)),
+        };
+        // Resolved series are cached per deployment, keyed by small numbers; an answer from a
+        // fallback deployment's version is recorded without the cache.
+        let version = if self.served_by.is_empty() || self.served_by == dep.spec.name {
+            if self.version.is_empty() {
+                Some(u16::MAX)
+            } else {
+                dep.versions
+                    .iter()
+                    .position(|v| v.name == self.version)
+                    .and_then(|i| u16::try_from(i).ok())
             }
-        }
+        } else {
+            None
+        };
+        let model = if self.model.is_empty() {
+            Some(u16::MAX)
+        } else {
+            dep.spec
+                .models
+                .iter()
+                .position(|m| *m == self.model)
+                .and_then(|i| u16::try_from(i).ok())
+        };
+        let key = match (version, model) {
+            (Some(version), Some(model)) => Some(HandleKey {
+                operation: self.op as u8,
+                model,
+                version,
+                status: self.status,
+            }),
+            _ => None,
+        };
+        m.record(&sample, key.map(|k| (&dep.metric_handles, k)));
         let Some(id) = &self.identity else {
             return;
         };
@@ -348,6 +374,38 @@ impl Drop for RequestRecord {
             (Some(p), false) => p.cost(self.tokens_in, self.tokens_out),
             _ => 0.0,
         };
+        if let Some(exporter) = &self.inner.otlp {
+            // The span covers the whole request, to the end of a stream.
+            let end = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let (trace_id, parent_span_id) = match self.trace_parent {
+                Some((t, p)) => (t, Some(p)),
+                None => (crate::otlp::random_bytes(), None),
+            };
+            exporter.export(crate::otlp::SpanData {
+                trace_id,
+                span_id: crate::otlp::random_bytes(),
+                parent_span_id,
+                start_unix_nanos: end.saturating_sub(self.started.elapsed().as_nanos() as u64),
+                end_unix_nanos: end,
+                operation: self.op.name(),
+                request_model: self.model.clone(),
+                response_model: self.response_model.take(),
+                deployment: dep_name.clone(),
+                served_by: self.served_by.clone(),
+                version: self.version.clone(),
+                team: id.team.clone(),
+                key_id: id.key_id.clone(),
+                status: self.status,
+                tokens_in: self.tokens_in,
+                tokens_out: self.tokens_out,
+                server: self.server.take(),
+                cache_hit: self.cache_hit,
+                fallback_used: self.fallback_used,
+                stream: self.stream,
+            });
+        }
         self.inner.usage.record(UsageRecord {
             at_unix_ms: unix_ms().saturating_sub(self.started.elapsed().as_millis() as u64),
             team: id.team.clone(),
@@ -361,6 +419,12 @@ impl Drop for RequestRecord {
             tokens_in: self.tokens_in,
             tokens_out: self.tokens_out,
             cost,
+            currency: dep
+                .spec
+                .pricing
+                .as_ref()
+                .map(|p| p.currency.clone())
+                .unwrap_or_default(),
             total_seconds: total.as_secs_f64(),
             upstream_seconds: self.upstream.as_secs_f64(),
             cache_hit: self.cache_hit,
@@ -375,6 +439,8 @@ impl Drop for RequestRecord {
 enum Failure {
     Timeout(String),
     Other(String),
+    /// No local replica could take it (none ready in time, or the queue full).
+    Unavailable(String),
 }
 
 /// A successful (non-5xx) upstream answer.
@@ -454,6 +520,9 @@ impl Gateway {
             Err(e) => return rec.error(e),
         };
         rec.identity = Some(identity.clone());
+        if self.inner.otlp.is_some() {
+            rec.trace_parent = crate::otlp::parse_traceparent(&headers);
+        }
         let raw = match self.read_body(&headers, body).await {
             Ok(b) => b,
             Err(e) => return rec.error(e),
@@ -511,7 +580,7 @@ impl Gateway {
             }
         };
         rec.deployment = Some(Arc::clone(&dep));
-        if let Err(r) = dep.limiter.admit(&identity, &dep.spec.name) {
+        if let Err(r) = dep.limiter.admit(&identity, &dep.spec.name).await {
             return rec.error(OpenAiError::rate_limited(
                 r.message,
                 r.kind.as_str(),
@@ -521,17 +590,16 @@ impl Gateway {
         let stream = op != Op::Predict && json.get("stream") == Some(&Value::Bool(true));
         rec.stream = stream;
 
-        let sticky_key: Option<String> = match &dep.spec.stickiness {
+        let sticky_key: Option<&str> = match &dep.spec.stickiness {
             Some(Stickiness::Header { .. }) => dep
                 .sticky_header
                 .as_ref()
                 .and_then(|h| headers.get(h))
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-            Some(Stickiness::User) => json.get("user").and_then(Value::as_str).map(str::to_owned),
+                .and_then(|v| v.to_str().ok()),
+            Some(Stickiness::User) => json.get("user").and_then(Value::as_str),
             None => None,
         };
-        let r = match &sticky_key {
+        let r = match sticky_key {
             Some(k) if !k.is_empty() => sticky_hash(&dep.spec.name, k),
             _ => random_u64(),
         };
@@ -596,7 +664,29 @@ impl Gateway {
             };
             for _try in 0..=v.retries {
                 let t0 = Instant::now();
-                let result = self.attempt(v, &path, &headers, body.clone(), stream).await;
+                let lease = match &v.replicas {
+                    Some(pool) => match pool.acquire().await {
+                        Ok(l) => Some(l),
+                        Err(e) => {
+                            last = Some(Failure::Unavailable(e.0));
+                            break;
+                        }
+                    },
+                    None => None,
+                };
+                let base = lease.as_ref().map(|l| l.url()).or_else(|| {
+                    let i = v.next.fetch_add(1, Ordering::Relaxed) % v.upstreams.len().max(1);
+                    v.upstreams.get(i).map(String::as_str)
+                });
+                let result = self
+                    .attempt(v, base, &path, &headers, body.clone(), stream)
+                    .await;
+                if result.is_ok() && self.inner.otlp.is_some() {
+                    rec.server = base.and_then(crate::otlp::server_of);
+                }
+                if result.is_ok() {
+                    rec.lease = lease;
+                }
                 let took = t0.elapsed();
                 rec.upstream += took;
                 let ok = result.is_ok();
@@ -628,7 +718,7 @@ impl Gateway {
                         );
                     }
                     Err(f) => {
-                        tracing::debug!(deployment = %d.spec.name, version = %v.name, error = %match &f { Failure::Timeout(m) | Failure::Other(m) => m.as_str() }, "upstream attempt failed");
+                        tracing::debug!(deployment = %d.spec.name, version = %v.name, error = %match &f { Failure::Timeout(m) | Failure::Other(m) | Failure::Unavailable(m) => m.as_str() }, "upstream attempt failed");
                         last = Some(f);
                     }
                 }
@@ -641,6 +731,10 @@ impl Gateway {
             )),
             Some(Failure::Other(m)) => OpenAiError::bad_gateway(format!(
                 "no upstream of deployment `{}` gave a usable answer; last: {m}",
+                dep.spec.name
+            )),
+            Some(Failure::Unavailable(m)) => OpenAiError::unavailable(format!(
+                "deployment `{}` has no replica to serve the request: {m}",
                 dep.spec.name
             )),
             None => OpenAiError::bad_gateway(format!(
@@ -687,13 +781,19 @@ impl Gateway {
     async fn attempt(
         &self,
         v: &Version,
+        replica: Option<&str>,
         path: &str,
         headers: &HeaderMap,
         body: Bytes,
         stream: bool,
     ) -> Result<Answer, Failure> {
-        let i = v.next.fetch_add(1, Ordering::Relaxed) % v.upstreams.len().max(1);
-        let base = v.upstreams.get(i).map(String::as_str).unwrap_or_default();
+        let base = match replica {
+            Some(url) => url,
+            None => {
+                let i = v.next.fetch_add(1, Ordering::Relaxed) % v.upstreams.len().max(1);
+                v.upstreams.get(i).map(String::as_str).unwrap_or_default()
+            }
+        };
         let Some(uri) = join_uri(base, path) else {
             return Err(Failure::Other(format!("`{base}{path}` is not a valid URL")));
         };
@@ -793,6 +893,13 @@ impl Gateway {
                 } else {
                     None
                 };
+                if self.inner.otlp.is_some() {
+                    rec.response_model = parsed
+                        .as_ref()
+                        .and_then(|p| p.get("model"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
+                }
                 if let Some((i, o)) = parsed.as_ref().and_then(usage_of) {
                     rec.tokens_in = i;
                     rec.tokens_out = o;

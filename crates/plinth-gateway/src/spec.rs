@@ -26,8 +26,17 @@ pub struct VersionSpec {
     /// Relative traffic weight (0–1,000,000). Weights of a deployment need not sum to 100.
     pub weight: u32,
     /// Base URLs of OpenAI-compatible servers (`http://host:port`, no `/v1`); the gateway
-    /// appends the request path. Several URLs are used round-robin.
+    /// appends the request path. Several URLs are used round-robin. Either this or `replicas`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<String>,
+    /// Model servers Plinth starts itself as local processes (`plinth serve` only), instead of
+    /// `upstreams`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<ReplicaSpec>,
+    /// How many `replicas` run: min/max, target concurrency, scale to zero, the queue of
+    /// requests waiting for a replica. Default: exactly one replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     /// Model name sent upstream in the `model` field; default: the name the client asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -42,6 +51,314 @@ pub struct VersionSpec {
 
 fn default_timeout_ms() -> u64 {
     30_000
+}
+
+/// How requests are spread over a version's ready replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancing {
+    /// The replica with the fewest requests in progress (ties: round robin).
+    #[default]
+    LeastOutstanding,
+    RoundRobin,
+}
+
+/// What one replica is given (metered like a job attempt: CPU- and GPU-seconds on its pool).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplicaResources {
+    /// CPU cores requested (for cost; not enforced). Default 1.
+    #[serde(default = "default_cpus")]
+    pub cpus: f64,
+    /// Whole GPUs; the replica sees them in `CUDA_VISIBLE_DEVICES` (an empty value without).
+    #[serde(default)]
+    pub gpus: u32,
+    /// Memory requested, GiB (for cost; not enforced).
+    #[serde(default)]
+    pub memory_gib: f64,
+}
+
+impl Default for ReplicaResources {
+    fn default() -> Self {
+        ReplicaResources {
+            cpus: default_cpus(),
+            gpus: 0,
+            memory_gib: 0.0,
+        }
+    }
+}
+
+fn default_cpus() -> f64 {
+    1.0
+}
+
+/// A model server Plinth runs as local processes through its executor: each replica is the
+/// command in its own process group with its logs captured, on a free loopback port given as
+/// `{port}` in the arguments and in the `portEnv` variable; it gets traffic once
+/// `readinessPath` answers 2xx.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplicaSpec {
+    /// Program and arguments; every `{port}` is replaced by the replica's port.
+    pub command: Vec<String>,
+    /// Environment variable that carries the port. Default `PORT`.
+    #[serde(default = "default_port_env")]
+    pub port_env: String,
+    /// Path answered with 2xx once the server is ready (polled while it starts, then every
+    /// 2 s). Default `/health`.
+    #[serde(default = "default_readiness_path")]
+    pub readiness_path: String,
+    /// Pool whose prices meter the replicas' time. Default `local`.
+    #[serde(default = "default_replica_pool")]
+    pub pool: String,
+    #[serde(default)]
+    pub resources: ReplicaResources,
+    /// Extra environment variables (not `PLINTH_*` or `CUDA_VISIBLE_DEVICES`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// A replica not ready this long after it started is stopped and replaced. Default 120.
+    #[serde(default = "default_start_timeout")]
+    pub start_timeout_seconds: u64,
+    /// `least_outstanding` (default) or `round_robin`.
+    #[serde(default)]
+    pub load_balancing: LoadBalancing,
+}
+
+fn default_port_env() -> String {
+    "PORT".to_owned()
+}
+
+fn default_readiness_path() -> String {
+    "/health".to_owned()
+}
+
+fn default_replica_pool() -> String {
+    "local".to_owned()
+}
+
+fn default_start_timeout() -> u64 {
+    120
+}
+
+/// How many replicas of a version run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AutoscalingSpec {
+    /// Replicas kept running (0: scale to zero after `scaleToZeroAfterSeconds` without
+    /// requests). Default 1.
+    #[serde(default = "default_min_replicas")]
+    pub min_replicas: u32,
+    /// Most replicas. Default: `minReplicas` (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<u32>,
+    /// Requests in progress (and waiting) per replica above which another one is started.
+    /// Default 4.
+    #[serde(default = "default_target_concurrency")]
+    pub target_concurrency: f64,
+    /// Load must stay below what fewer replicas can carry this long before one is stopped.
+    /// Default 30.
+    #[serde(default = "default_scale_down_after")]
+    pub scale_down_after_seconds: u64,
+    /// With `minReplicas: 0`: seconds without any request after which every replica stops.
+    /// Default 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_to_zero_after_seconds: Option<u64>,
+    /// Requests that may wait while no replica is ready (a cold start); more get 503.
+    /// Default 100.
+    #[serde(default = "default_queue_limit")]
+    pub queue_limit: u32,
+    /// How long a request waits for a ready replica before it gets 503. Default 60.
+    #[serde(default = "default_queue_timeout")]
+    pub queue_timeout_seconds: u64,
+}
+
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        AutoscalingSpec {
+            min_replicas: default_min_replicas(),
+            max_replicas: None,
+            target_concurrency: default_target_concurrency(),
+            scale_down_after_seconds: default_scale_down_after(),
+            scale_to_zero_after_seconds: None,
+            queue_limit: default_queue_limit(),
+            queue_timeout_seconds: default_queue_timeout(),
+        }
+    }
+}
+
+impl AutoscalingSpec {
+    /// `maxReplicas`, or its default.
+    pub fn max(&self) -> u32 {
+        self.max_replicas.unwrap_or(self.min_replicas.max(1))
+    }
+    /// Idle seconds before scaling to zero (only with `minReplicas: 0`).
+    pub fn scale_to_zero_after(&self) -> Option<u64> {
+        (self.min_replicas == 0).then(|| self.scale_to_zero_after_seconds.unwrap_or(300))
+    }
+}
+
+fn default_min_replicas() -> u32 {
+    1
+}
+fn default_target_concurrency() -> f64 {
+    4.0
+}
+fn default_scale_down_after() -> u64 {
+    30
+}
+fn default_queue_limit() -> u32 {
+    100
+}
+fn default_queue_timeout() -> u64 {
+    60
+}
+
+/// The most replicas one version may have.
+pub const MAX_REPLICAS: u32 = 256;
+
+fn valid_env_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+}
+
+fn reserved_env(s: &str) -> bool {
+    s.starts_with("PLINTH_") || s == "CUDA_VISIBLE_DEVICES"
+}
+
+fn check_replicas(vat: &str, r: &ReplicaSpec) -> Result<(), SpecError> {
+    let at = format!("{vat}.replicas");
+    if r.command.first().is_none_or(|c| c.trim().is_empty()) {
+        return Err(SpecError::new(
+            format!("{at}.command"),
+            "needs a program to run (e.g. [\"vllm\", \"serve\", \"--port\", \"{port}\"])",
+        ));
+    }
+    if !valid_env_name(&r.port_env) || reserved_env(&r.port_env) {
+        return Err(SpecError::new(
+            format!("{at}.portEnv"),
+            format!(
+                "`{}` must be a variable name of letters, digits and '_' (not PLINTH_* or CUDA_VISIBLE_DEVICES)",
+                r.port_env
+            ),
+        ));
+    }
+    if !r.readiness_path.starts_with('/') {
+        return Err(SpecError::new(
+            format!("{at}.readinessPath"),
+            format!("`{}` must start with '/'", r.readiness_path),
+        ));
+    }
+    if !valid_name(&r.pool) {
+        return Err(SpecError::new(
+            format!("{at}.pool"),
+            format!("`{}` is not a pool name", r.pool),
+        ));
+    }
+    let res = &r.resources;
+    if !(res.cpus.is_finite() && res.cpus > 0.0 && res.cpus <= 4096.0) {
+        return Err(SpecError::new(
+            format!("{at}.resources.cpus"),
+            format!("{} must be a number above 0 and at most 4096", res.cpus),
+        ));
+    }
+    if res.gpus > 64 {
+        return Err(SpecError::new(
+            format!("{at}.resources.gpus"),
+            format!("{} is above the maximum 64", res.gpus),
+        ));
+    }
+    if !(res.memory_gib.is_finite() && res.memory_gib >= 0.0) {
+        return Err(SpecError::new(
+            format!("{at}.resources.memoryGib"),
+            format!("{} must be a number of at least 0", res.memory_gib),
+        ));
+    }
+    for k in r.env.keys() {
+        if !valid_env_name(k) {
+            return Err(SpecError::new(
+                format!("{at}.env.{k}"),
+                "is not a variable name (letters, digits and '_', not starting with a digit)",
+            ));
+        }
+        if reserved_env(k) || k == &r.port_env {
+            return Err(SpecError::new(
+                format!("{at}.env.{k}"),
+                "is set by Plinth (PLINTH_*, CUDA_VISIBLE_DEVICES and the port variable)",
+            ));
+        }
+    }
+    if r.start_timeout_seconds == 0 || r.start_timeout_seconds > 3600 {
+        return Err(SpecError::new(
+            format!("{at}.startTimeoutSeconds"),
+            format!("{} must be between 1 and 3600", r.start_timeout_seconds),
+        ));
+    }
+    Ok(())
+}
+
+fn check_autoscaling(vat: &str, a: &AutoscalingSpec) -> Result<(), SpecError> {
+    let at = format!("{vat}.autoscaling");
+    if a.min_replicas > MAX_REPLICAS {
+        return Err(SpecError::new(
+            format!("{at}.minReplicas"),
+            format!("{} is above the maximum {MAX_REPLICAS}", a.min_replicas),
+        ));
+    }
+    if let Some(m) = a.max_replicas {
+        if m == 0 || m > MAX_REPLICAS {
+            return Err(SpecError::new(
+                format!("{at}.maxReplicas"),
+                format!("{m} must be between 1 and {MAX_REPLICAS}"),
+            ));
+        }
+        if m < a.min_replicas {
+            return Err(SpecError::new(
+                format!("{at}.maxReplicas"),
+                format!("{m} is below minReplicas {}", a.min_replicas),
+            ));
+        }
+    }
+    if !(a.target_concurrency.is_finite() && a.target_concurrency > 0.0) {
+        return Err(SpecError::new(
+            format!("{at}.targetConcurrency"),
+            format!("{} must be a number above 0", a.target_concurrency),
+        ));
+    }
+    if a.scale_down_after_seconds == 0 || a.scale_down_after_seconds > 86_400 {
+        return Err(SpecError::new(
+            format!("{at}.scaleDownAfterSeconds"),
+            format!("{} must be between 1 and 86400", a.scale_down_after_seconds),
+        ));
+    }
+    if let Some(s) = a.scale_to_zero_after_seconds {
+        if a.min_replicas > 0 {
+            return Err(SpecError::new(
+                format!("{at}.scaleToZeroAfterSeconds"),
+                "needs minReplicas: 0",
+            ));
+        }
+        if s == 0 || s > 604_800 {
+            return Err(SpecError::new(
+                format!("{at}.scaleToZeroAfterSeconds"),
+                format!("{s} must be between 1 and 604800"),
+            ));
+        }
+    }
+    if a.queue_limit > 100_000 {
+        return Err(SpecError::new(
+            format!("{at}.queueLimit"),
+            format!("{} is above the maximum 100000", a.queue_limit),
+        ));
+    }
+    if a.queue_timeout_seconds == 0 || a.queue_timeout_seconds > 3600 {
+        return Err(SpecError::new(
+            format!("{at}.queueTimeoutSeconds"),
+            format!("{} must be between 1 and 3600", a.queue_timeout_seconds),
+        ));
+    }
+    Ok(())
 }
 
 /// Where the key for sticky routing comes from. Requests without the key are split at random.
@@ -208,17 +525,11 @@ fn check_upstream(field: &str, url: &str) -> Result<(), SpecError> {
         .parse()
         .map_err(|e| SpecError::new(field, format!("`{url}` is not a URL: {e}")))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(SpecError::new(
-                field,
-                format!("`{url}`: https upstreams are not supported yet; use http"),
-            ));
-        }
+        Some("http" | "https") => {}
         _ => {
             return Err(SpecError::new(
                 field,
-                format!("`{url}` must start with http://"),
+                format!("`{url}` must start with http:// or https://"),
             ));
         }
     }
@@ -285,11 +596,31 @@ impl DeploymentSpec {
                     format!("{} is above the maximum {MAX_WEIGHT}", v.weight),
                 ));
             }
-            if v.upstreams.is_empty() {
-                return Err(SpecError::new(
-                    format!("{vat}.upstreams"),
-                    "needs at least one upstream URL",
-                ));
+            match (&v.replicas, v.upstreams.is_empty()) {
+                (None, true) => {
+                    return Err(SpecError::new(
+                        format!("{vat}.upstreams"),
+                        "needs at least one upstream URL (or `replicas`)",
+                    ));
+                }
+                (Some(_), false) => {
+                    return Err(SpecError::new(
+                        format!("{vat}.replicas"),
+                        "give either `upstreams` or `replicas`, not both",
+                    ));
+                }
+                (Some(r), true) => check_replicas(&vat, r)?,
+                (None, false) => {}
+            }
+            match (&v.autoscaling, &v.replicas) {
+                (Some(_), None) => {
+                    return Err(SpecError::new(
+                        format!("{vat}.autoscaling"),
+                        "autoscaling needs `replicas` (Plinth scales only what it starts)",
+                    ));
+                }
+                (Some(a), Some(_)) => check_autoscaling(&vat, a)?,
+                _ => {}
             }
             for (j, u) in v.upstreams.iter().enumerate() {
                 check_upstream(&format!("{vat}.upstreams[{j}]"), u)?;
@@ -585,6 +916,110 @@ deployments:
                 "expected field {field}, got {e}"
             );
         }
+    }
+
+    const REPLICAS: &str = r#"
+deployments:
+  - name: chat
+    models: [m]
+    versions:
+      - name: v1
+        weight: 1
+        replicas:
+          command: [plinth, demo-model-server, --listen, "127.0.0.1:{port}"]
+          resources: {cpus: 2, gpus: 1}
+          env: {HF_HOME: /cache}
+        autoscaling: {minReplicas: 0, maxReplicas: 3, targetConcurrency: 2, scaleToZeroAfterSeconds: 60}
+"#;
+
+    #[test]
+    fn replica_versions_parse_with_defaults() {
+        let d = parse_deployments_yaml(REPLICAS).expect("valid");
+        let v = &d[0].versions[0];
+        assert!(v.upstreams.is_empty());
+        let r = v.replicas.as_ref().expect("replicas");
+        assert_eq!(r.port_env, "PORT");
+        assert_eq!(r.readiness_path, "/health");
+        assert_eq!(r.pool, "local");
+        assert_eq!(r.resources.gpus, 1);
+        assert_eq!(r.load_balancing, LoadBalancing::LeastOutstanding);
+        let a = v.autoscaling.as_ref().expect("autoscaling");
+        assert_eq!((a.min_replicas, a.max()), (0, 3));
+        assert_eq!(a.scale_to_zero_after(), Some(60));
+        assert_eq!(a.queue_limit, 100);
+        let plain = AutoscalingSpec::default();
+        assert_eq!((plain.min_replicas, plain.max()), (1, 1));
+        assert_eq!(plain.scale_to_zero_after(), None, "only with minReplicas 0");
+    }
+
+    #[test]
+    fn replica_errors_name_the_field() {
+        let at = "deployments[0].versions[0]";
+        let cases = [
+            (
+                REPLICAS.replace(
+                    "command: [plinth, demo-model-server, --listen, \"127.0.0.1:{port}\"]",
+                    "command: []",
+                ),
+                format!("{at}.replicas.command"),
+            ),
+            (
+                REPLICAS.replace(
+                    "        replicas:",
+                    "        upstreams: [\"http://127.0.0.1:1\"]\n        replicas:",
+                ),
+                format!("{at}.replicas"),
+            ),
+            (
+                REPLICAS.replace("HF_HOME", "PLINTH_X"),
+                format!("{at}.replicas.env.PLINTH_X"),
+            ),
+            (
+                REPLICAS.replace("cpus: 2", "cpus: 0"),
+                format!("{at}.replicas.resources.cpus"),
+            ),
+            (
+                REPLICAS.replace("maxReplicas: 3", "maxReplicas: 0"),
+                format!("{at}.autoscaling.maxReplicas"),
+            ),
+            (
+                REPLICAS.replace("minReplicas: 0", "minReplicas: 4"),
+                format!("{at}.autoscaling.maxReplicas"),
+            ),
+            (
+                REPLICAS.replace("minReplicas: 0", "minReplicas: 1"),
+                format!("{at}.autoscaling.scaleToZeroAfterSeconds"),
+            ),
+            (
+                REPLICAS.replace("targetConcurrency: 2", "targetConcurrency: -1"),
+                format!("{at}.autoscaling.targetConcurrency"),
+            ),
+            (
+                REPLICAS.replace(
+                    "        replicas:",
+                    "        replicas:\n          readinessPath: health",
+                ),
+                format!("{at}.replicas.readinessPath"),
+            ),
+            (
+                REPLICAS.replace("{cpus: 2, gpus: 1}", "{cpus: 2, gpus: 1, tpus: 3}"),
+                format!("{at}.replicas.resources"),
+            ),
+        ];
+        for (text, field) in cases {
+            let e = parse_deployments_yaml(&text).expect_err(&field);
+            assert!(
+                e.field.starts_with(&field),
+                "expected field {field}, got {e}"
+            );
+        }
+        // Autoscaling only scales replicas Plinth starts.
+        let text = GOOD.replace(
+            "        timeoutMs: 500",
+            "        timeoutMs: 500\n        autoscaling: {minReplicas: 1}",
+        );
+        let e = parse_deployments_yaml(&text).expect_err("autoscaling without replicas");
+        assert_eq!(e.field, "deployments[0].versions[1].autoscaling");
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct UsageRecord {
     pub tokens_out: u64,
     /// What the tokens cost at the deployment's `pricing` (0 without pricing, and for cache hits).
     pub cost: f64,
+    /// ISO 4217 code of `cost`: the `pricing` currency; empty without pricing.
+    pub currency: String,
     /// Seconds from request arrival until the response was ready (headers, for streams).
     pub total_seconds: f64,
     /// Seconds spent waiting on upstreams, all attempts together.
@@ -172,6 +174,7 @@ mod tests {
             tokens_in: n,
             tokens_out: 1,
             cost: 0.0,
+            currency: String::new(),
             total_seconds: 0.1,
             upstream_seconds: 0.09,
             cache_hit: false,

@@ -7,8 +7,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{Extensions, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use plinth_store::tracking::{
-    ExperimentSearch, KeyValue, Metric, NewModelVersion, NewRun, RegistrySearch, RunSearch,
-    TagTarget, ViewType, canonical_stage, parse_filter, parse_order_by,
+    ExperimentSearch, KeyValue, LoggedModelOrder, LoggedModelSearch, Metric, ModelOutput,
+    NewLoggedModel, NewModelVersion, NewRun, RegistrySearch, RunSearch, TagTarget, ViewType,
+    canonical_logged_model_status, canonical_stage, parse_filter, parse_order_by,
 };
 use plinth_types::{Identity, Role};
 use serde_json::{Map, Value, json};
@@ -382,9 +383,93 @@ async fn route(
             "presigned_upload_model_id_supported": false,
             "features_enabled": {"gateway": false},
         })),
-        // Logged models (MLflow 3) are not stored yet: a search finds none, which makes
-        // `register_model("runs:/...")` fall back to the run's artifacts.
-        ("POST", "logged-models/search") => Ok(json!({"models": []})),
+        // --- logged models (MLflow 3) ----------------------------------------------------
+        ("POST", "logged-models") => {
+            let experiment_id = r.str("experiment_id")?;
+            let params = r.key_values("params", MAX_PARAM_VALUE)?;
+            let tags = r.key_values("tags", MAX_TAG_VALUE)?;
+            if params.len() > MAX_BATCH_METRICS || tags.len() > MAX_BATCH_METRICS {
+                return Err(MlflowError::invalid(format!(
+                    "a logged model is created with at most {MAX_BATCH_METRICS} params and tags \
+                     each; got {} params and {} tags",
+                    params.len(),
+                    tags.len()
+                )));
+            }
+            let model_id = format!("m-{}", uuid::Uuid::now_v7().simple());
+            let name = match r.opt_str("name")?.filter(|n| !n.is_empty()) {
+                Some(n) => {
+                    check_key(&n)?;
+                    n
+                }
+                None => format!("model-{}", &model_id[2..10]),
+            };
+            let m = s
+                .create_logged_model(
+                    &NewLoggedModel {
+                        experiment_id,
+                        name,
+                        model_type: r.opt_str("model_type")?.unwrap_or_default(),
+                        source_run_id: r.opt_str("source_run_id")?.unwrap_or_default(),
+                        creator: who.name.clone(),
+                        params,
+                        tags,
+                    },
+                    &model_id,
+                    now,
+                )
+                .await?;
+            Ok(json!({"model": m}))
+        }
+        ("POST", "logged-models/search") => {
+            let mut order_by = Vec::new();
+            for o in r.objects("order_by")? {
+                let o = Req(o);
+                order_by.push(LoggedModelOrder {
+                    field: o.str("field_name")?,
+                    ascending: match o.0.get("ascending") {
+                        None | Some(Value::Null) => true,
+                        Some(_) => o.opt_bool("ascending")?,
+                    },
+                });
+            }
+            let max_results = r.opt_i64("max_results")?.unwrap_or(100);
+            if max_results > plinth_store::tracking::MAX_SEARCH_RESULTS {
+                return Err(MlflowError::invalid(format!(
+                    "max_results {max_results} is above the limit of {}",
+                    plinth_store::tracking::MAX_SEARCH_RESULTS
+                )));
+            }
+            let page = s
+                .search_logged_models(&LoggedModelSearch {
+                    experiment_ids: r.str_list("experiment_ids")?,
+                    filter: filter(&r)?,
+                    order_by,
+                    max_results,
+                    page_token: r.opt_str("page_token")?,
+                })
+                .await?;
+            Ok(put_page(
+                json!({"models": page.items}),
+                page.next_page_token,
+            ))
+        }
+        (_, p) if p.starts_with("logged-models/") => {
+            logged_model_route(st, m, &p["logged-models/".len()..], r, now).await
+        }
+        ("POST", "runs/outputs") => {
+            let id = run_id_of(&r)?;
+            let mut outputs = Vec::new();
+            for o in r.objects("models")? {
+                let o = Req(o);
+                outputs.push(ModelOutput {
+                    model_id: o.str("model_id")?,
+                    step: o.opt_i64("step")?.unwrap_or(0),
+                });
+            }
+            s.log_run_outputs(&id, &outputs).await?;
+            Ok(json!({}))
+        }
 
         // --- experiments ---------------------------------------------------------------
         ("POST", "experiments/create") => {
@@ -470,7 +555,9 @@ async fn route(
         }
         ("GET", "runs/get") => {
             let id = run_id_of(&r)?;
-            Ok(json!({"run": run_json(s.get_run(&id).await?)}))
+            let run = s.get_run(&id).await?;
+            let mut outputs = s.run_outputs(std::slice::from_ref(&id)).await?;
+            Ok(json!({"run": run_json_with(run, &mut outputs)}))
         }
         ("POST", "runs/update") => {
             let id = run_id_of(&r)?;
@@ -502,8 +589,9 @@ async fn route(
         }
         ("POST", "runs/log-batch") => {
             let id = run_id_of(&r)?;
-            let metrics = r
-                .objects("metrics")?
+            let objects = r.objects("metrics")?;
+            let by_model = model_metrics(s, &objects).await?;
+            let metrics = objects
                 .into_iter()
                 .map(metric_from)
                 .collect::<Result<Vec<_>, _>>()?;
@@ -524,12 +612,19 @@ async fn route(
                 )));
             }
             s.log_batch(&id, &metrics, &params, &tags).await?;
+            for (model_id, ms) in by_model {
+                s.log_logged_model_metrics(&model_id, &id, &ms).await?;
+            }
             Ok(json!({}))
         }
         ("POST", "runs/log-metric") => {
             let id = run_id_of(&r)?;
+            let by_model = model_metrics(s, std::slice::from_ref(&r.0)).await?;
             let metric = metric_from(r.0.clone())?;
             s.log_batch(&id, &[metric], &[], &[]).await?;
+            for (model_id, ms) in by_model {
+                s.log_logged_model_metrics(&model_id, &id, &ms).await?;
+            }
             Ok(json!({}))
         }
         ("POST", "runs/log-parameter") => {
@@ -582,7 +677,13 @@ async fn route(
                     page_token: r.opt_str("page_token")?,
                 })
                 .await?;
-            let runs: Vec<Value> = page.items.into_iter().map(run_json).collect();
+            let ids: Vec<String> = page.items.iter().map(|r| r.info.run_id.clone()).collect();
+            let mut outputs = s.run_outputs(&ids).await?;
+            let runs: Vec<Value> = page
+                .items
+                .into_iter()
+                .map(|run| run_json_with(run, &mut outputs))
+                .collect();
             Ok(put_page(json!({"runs": runs}), page.next_page_token))
         }
         ("GET", "metrics/get-history") => {
@@ -598,7 +699,9 @@ async fn route(
                 .create_registered_model(
                     &r.str("name")?,
                     &r.opt_str("description")?.unwrap_or_default(),
-                    &r.key_values("tags", MAX_TAG_VALUE)?,
+                    // The model's team (plinth.team) comes from the caller.
+                    &lifecycle::mlflow_model_tags(s, who, r.key_values("tags", MAX_TAG_VALUE)?)
+                        .await?,
                     &who.name,
                     now,
                 )
@@ -646,6 +749,7 @@ async fn route(
         ("POST", "registered-models/set-tag") => {
             let key = r.str("key")?;
             check_key(&key)?;
+            lifecycle::check_model_tag(who, &key)?;
             let value = r.opt_str("value")?.unwrap_or_default();
             s.set_registered_model_tag(&r.str("name")?, &KeyValue { key, value })
                 .await?;
@@ -653,6 +757,7 @@ async fn route(
         }
         ("DELETE", "registered-models/delete-tag") => {
             let name = r.str("name")?;
+            lifecycle::check_model_tag(who, &r.str("key")?)?;
             s.delete_tag(TagTarget::RegisteredModel(&name), &r.str("key")?)
                 .await?;
             Ok(json!({}))
@@ -702,13 +807,27 @@ async fn route(
         // --- model versions ----------------------------------------------------------------
         ("POST", "model-versions/create") => {
             let name = r.str("name")?;
+            lifecycle::authorize_model(s, who, &name, Role::Member, "register versions").await?;
             let source = r.str("source")?;
-            let run_id = r.opt_str("run_id")?.unwrap_or_default();
+            let mut run_id = r.opt_str("run_id")?.unwrap_or_default();
+            // MLflow 3: a version registered from a logged model (`models:/m-<id>`) records
+            // the model, and its run when the client sent none.
+            let model_id = r
+                .opt_str("model_id")?
+                .filter(|m| !m.is_empty())
+                .or_else(|| logged_model_of(&source).map(str::to_owned))
+                .unwrap_or_default();
+            if !model_id.is_empty() {
+                let m = s.get_logged_model(&model_id, false).await?;
+                if run_id.is_empty() {
+                    run_id = m.info.source_run_id;
+                }
+            }
             if !run_id.is_empty() {
                 s.get_run(&run_id).await?;
             }
             let mv = s
-                .create_model_version(
+                .create_model_version_from(
                     &NewModelVersion {
                         name,
                         source,
@@ -718,6 +837,7 @@ async fn route(
                         user_id: who.name.clone(),
                         tags: r.key_values("tags", MAX_TAG_VALUE)?,
                     },
+                    &model_id,
                     now,
                 )
                 .await?;
@@ -801,6 +921,10 @@ async fn route(
                 .get_model_version(&r.str("name")?, &r.str("version")?)
                 .await?;
             let uri = match mv.source.strip_prefix("runs:/") {
+                None if logged_model_of(&mv.source).is_some() || !mv.model_id.is_empty() => {
+                    let id = logged_model_of(&mv.source).unwrap_or(&mv.model_id);
+                    s.get_logged_model(id, true).await?.info.artifact_uri
+                }
                 Some(rest) => {
                     let (run_id, sub) = rest.split_once('/').unwrap_or((rest, ""));
                     let run = s.get_run(run_id).await?;
@@ -860,6 +984,114 @@ fn run_id_of(r: &Req) -> Result<String, MlflowError> {
     }
 }
 
+/// A run as MLflow sends it, with the models it produced (`outputs.model_outputs`).
+fn run_json_with(
+    run: plinth_store::tracking::Run,
+    outputs: &mut std::collections::HashMap<String, Vec<ModelOutput>>,
+) -> Value {
+    let mut v = run_json(run);
+    let id = v["info"]["run_id"].as_str().unwrap_or_default().to_owned();
+    if let Some(models) = outputs.remove(&id) {
+        v["outputs"] = json!({"model_outputs": models});
+    }
+    v
+}
+
 fn run_json(run: plinth_store::tracking::Run) -> Value {
     json!({"info": run.info, "data": run.data, "inputs": {}})
+}
+
+/// The metrics of a batch that name a `model_id`, by model, each with its dataset name and
+/// digest; every model named must exist (checked before anything is stored).
+async fn model_metrics(
+    s: &plinth_store::Store,
+    objects: &[Map<String, Value>],
+) -> Result<std::collections::BTreeMap<String, Vec<(Metric, String, String)>>, MlflowError> {
+    let mut out: std::collections::BTreeMap<String, Vec<(Metric, String, String)>> =
+        Default::default();
+    for o in objects {
+        let r = Req(o.clone());
+        let Some(model_id) = r.opt_str("model_id")?.filter(|m| !m.is_empty()) else {
+            continue;
+        };
+        let metric = metric_from(o.clone())?;
+        let dataset_name = r.opt_str("dataset_name")?.unwrap_or_default();
+        let dataset_digest = r.opt_str("dataset_digest")?.unwrap_or_default();
+        out.entry(model_id)
+            .or_default()
+            .push((metric, dataset_name, dataset_digest));
+    }
+    for model_id in out.keys() {
+        s.get_logged_model(model_id, false).await?;
+    }
+    Ok(out)
+}
+
+/// `logged-models/<id>[/params|/tags[/<key>]]`.
+async fn logged_model_route(
+    st: &RegistryState,
+    method: &str,
+    rest: &str,
+    r: Req,
+    now: i64,
+) -> ApiResult {
+    let s = &st.store;
+    let (model_id, sub) = rest.split_once('/').unwrap_or((rest, ""));
+    match (method, sub) {
+        ("GET", "") => {
+            let m = s
+                .get_logged_model(model_id, r.opt_bool("allow_deleted")?)
+                .await?;
+            Ok(json!({"model": m}))
+        }
+        ("PATCH", "") => {
+            let raw = r.str("status")?;
+            let status = canonical_logged_model_status(&raw).ok_or_else(|| {
+                MlflowError::invalid(format!(
+                    "invalid logged model status {raw:?}; expected one of LOGGED_MODEL_PENDING, \
+                     LOGGED_MODEL_READY, LOGGED_MODEL_UPLOAD_FAILED"
+                ))
+            })?;
+            let m = s.finalize_logged_model(model_id, status, now).await?;
+            Ok(json!({"model": m}))
+        }
+        ("DELETE", "") => {
+            s.delete_logged_model(model_id, now).await?;
+            Ok(json!({}))
+        }
+        ("POST", "params") => {
+            let params = r.key_values("params", MAX_PARAM_VALUE)?;
+            if params.len() > MAX_BATCH_METRICS {
+                return Err(MlflowError::invalid(format!(
+                    "at most {MAX_BATCH_METRICS} params a call; got {}",
+                    params.len()
+                )));
+            }
+            s.log_logged_model_params(model_id, &params, now).await?;
+            Ok(json!({}))
+        }
+        ("PATCH", "tags") => {
+            let tags = r.key_values("tags", MAX_TAG_VALUE)?;
+            s.set_logged_model_tags(model_id, &tags, now).await?;
+            Ok(json!({}))
+        }
+        ("DELETE", t) if t.starts_with("tags/") && t.len() > "tags/".len() => {
+            s.delete_logged_model_tag(model_id, &t["tags/".len()..], now)
+                .await?;
+            Ok(json!({}))
+        }
+        _ => Err(MlflowError::new(
+            StatusCode::NOT_FOUND,
+            "ENDPOINT_NOT_FOUND",
+            format!("no MLflow endpoint {method} logged-models/{rest} in Plinth"),
+        )),
+    }
+}
+
+/// The logged model id of a `models:/m-<id>` URI.
+fn logged_model_of(source: &str) -> Option<&str> {
+    source
+        .strip_prefix("models:/")
+        .map(|r| r.trim_end_matches('/'))
+        .filter(|id| id.starts_with("m-") && !id.contains('/'))
 }

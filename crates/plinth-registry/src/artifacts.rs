@@ -48,7 +48,7 @@ pub fn check_path(path: &str) -> Result<&str, MlflowError> {
     Ok(p)
 }
 
-fn blob_path(root: &FsPath, digest: &str) -> PathBuf {
+pub(crate) fn blob_path(root: &FsPath, digest: &str) -> PathBuf {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     root.join("blobs")
         .join("sha256")
@@ -189,6 +189,8 @@ async fn upload(st: &RegistryState, path: &str, mut body: Body) -> Result<(), Ml
     }
     let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
     let blob = blob_path(&st.artifact_root, &digest);
+    // Placing the blob and recording its path happen while no retention sweep deletes blobs.
+    let _guard = st.gc_lock.read().await;
     let placed = async {
         if let Some(parent) = blob.parent() {
             tokio::fs::create_dir_all(parent)

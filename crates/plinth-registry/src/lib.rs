@@ -14,6 +14,7 @@ mod artifacts;
 mod error;
 pub mod lifecycle;
 pub mod manifest;
+pub mod retention;
 
 use std::path::PathBuf;
 
@@ -39,6 +40,12 @@ pub struct RegistryState {
     pub artifact_root: PathBuf,
     /// Uploads larger than this are refused with 400 and nothing is kept.
     pub max_upload_bytes: u64,
+    /// How long artifacts of archived (or sunset deprecated) versions are kept; `None`: for
+    /// ever, unless an admin collects them with a retention of their own.
+    pub archived_artifact_retention: Option<std::time::Duration>,
+    /// Uploads hold it shared while they place a blob and record it; a retention sweep holds
+    /// it alone while it checks and deletes blobs.
+    pub gc_lock: std::sync::Arc<tokio::sync::RwLock<()>>,
 }
 
 impl RegistryState {
@@ -47,6 +54,8 @@ impl RegistryState {
             store,
             artifact_root: artifact_root.into(),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            archived_artifact_retention: None,
+            gc_lock: Default::default(),
         }
     }
 }

@@ -26,7 +26,8 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::manifest::{
-    FieldChange, Manifest, ManifestPatch, TAG_DEPRECATED, diff, manifest_of, plinth_dataset_version,
+    FieldChange, Manifest, ManifestPatch, TAG_DEPRECATED, TAG_TEAM, diff, manifest_of,
+    plinth_dataset_version,
 };
 
 /// The kind of the dataset versions the contract gate reads.
@@ -531,7 +532,9 @@ pub async fn evaluate(
         if p.require_contract_passed {
             verdicts.push(contract_verdict(store, &manifest).await?);
         }
-        if p.approvals > 0 {
+        if p.approvals > 0
+            && (p.approval_stages.is_empty() || p.approval_stages.iter().any(|s| s == target))
+        {
             let got = approval_count(&lc.spec, &mv.version, &mv.user_id);
             let names: Vec<&str> = got.iter().map(String::as_str).collect();
             verdicts.push(Verdict::new(
@@ -622,6 +625,125 @@ fn require(who: &Identity, role: Role, doing: &str) -> LResult<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// Team scoping
+
+/// The team in a registered model's tags (`plinth.team`), if any.
+pub fn team_of_tags(tags: &[KeyValue]) -> Option<String> {
+    tags.iter()
+        .find(|t| t.key == TAG_TEAM)
+        .map(|t| t.value.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// The team that owns `model`, `None` for a model without one (created by an admin token
+/// without a team, or before models had teams). 404 for an unknown model.
+pub async fn model_team(store: &Store, model: &str) -> LResult<Option<String>> {
+    Ok(team_of_tags(&store.get_registered_model(model).await?.tags))
+}
+
+/// May `who` see a model owned by `team`? Like every team-owned object: its team's tokens and
+/// admins; a model without a team is visible to everyone.
+pub fn may_read(who: &Identity, team: Option<&str>) -> bool {
+    team.is_none_or(|t| who.in_team(t))
+}
+
+/// Fails with 404, as for any object of another team, when `who` may not see `model`.
+pub async fn check_visible(store: &Store, who: &Identity, model: &str) -> LResult<Option<String>> {
+    let team = model_team(store, model).await?;
+    if !may_read(who, team.as_deref()) {
+        return Err(LifecycleError::new(
+            ErrorCode::NotFound,
+            format!("registered model {model:?} not found"),
+        ));
+    }
+    Ok(team)
+}
+
+/// `who` may `doing` on `model` with `role` or above and, when the model belongs to a team, as
+/// a token of that team (admins act for every team). Returns the model's team.
+pub async fn authorize_model(
+    store: &Store,
+    who: &Identity,
+    model: &str,
+    role: Role,
+    doing: &str,
+) -> LResult<Option<String>> {
+    let team = model_team(store, model).await?;
+    let in_team = team.as_deref().is_none_or(|t| who.in_team(t));
+    if who.role < role || !in_team {
+        let needs = match &team {
+            Some(t) => format!("{role} of team {t} or admin"),
+            None => format!("{role} or above"),
+        };
+        return Err(LifecycleError::denied(format!(
+            "{} (role {}, team {}) may not {doing} of model {model:?}{}: requires {needs}",
+            who.actor(),
+            who.role,
+            who.team.as_deref().unwrap_or("-"),
+            team.as_deref()
+                .map(|t| format!(", which belongs to team {t}"))
+                .unwrap_or_default(),
+        )));
+    }
+    Ok(team)
+}
+
+/// The team a new model of `who` gets: `requested` (admins name any existing Team; others only
+/// their own), else the caller's team (none for an admin token without one).
+pub async fn team_for_new_model(
+    store: &Store,
+    who: &Identity,
+    requested: Option<&str>,
+) -> LResult<Option<String>> {
+    let Some(t) = requested.map(str::trim) else {
+        return Ok(who.team.clone());
+    };
+    if !who.is_admin() && who.team.as_deref() != Some(t) {
+        return Err(LifecycleError::denied(format!(
+            "{} (role {}, team {}) may not create a model for team {t:?}: only admins name \
+             another team",
+            who.actor(),
+            who.role,
+            who.team.as_deref().unwrap_or("-")
+        )));
+    }
+    if store.get_object("Team", t).await?.is_none() {
+        return Err(LifecycleError::invalid(format!(
+            "team: Team {t:?} does not exist"
+        )));
+    }
+    Ok(Some(t.to_string()))
+}
+
+/// The tags of a registered model created through MLflow by `who`: its `plinth.team` tag is
+/// the one `who` may give (see [`team_for_new_model`]), else the caller's team.
+pub async fn mlflow_model_tags(
+    store: &Store,
+    who: &Identity,
+    mut tags: Vec<KeyValue>,
+) -> LResult<Vec<KeyValue>> {
+    let requested = team_of_tags(&tags);
+    tags.retain(|t| t.key != TAG_TEAM);
+    if let Some(team) = team_for_new_model(store, who, requested.as_deref()).await? {
+        tags.push(KeyValue::new(TAG_TEAM, team));
+    }
+    Ok(tags)
+}
+
+/// Setting or deleting a registered model's `plinth.team` tag through MLflow: admins only
+/// (it decides who may promote the model).
+pub fn check_model_tag(who: &Identity, key: &str) -> LResult<()> {
+    if key == TAG_TEAM && !who.is_admin() {
+        return Err(LifecycleError::denied(format!(
+            "{} (role {}) may not change a model's {TAG_TEAM} tag: requires admin",
+            who.actor(),
+            who.role
+        )));
+    }
+    Ok(())
+}
+
 /// Evaluates the gates and, when they pass (or an admin overrides them with a reason), moves
 /// `target` to the version in one commit with a generation check.
 pub async fn promote(
@@ -653,6 +775,9 @@ pub async fn promote(
             ));
         }
     }
+    // Members of the model's team promote when every gate passes (approvals by maintainers
+    // are a gate); other teams may not.
+    authorize_model(store, who, model, Role::Member, "promote versions").await?;
     let mv = version(store, model, ver).await?;
     let lc = load(store, model).await?;
     if let Some(want) = req.expected_generation
@@ -756,6 +881,14 @@ async fn sync_mlflow(store: &Store, model: &str, target: &str, ver: &str) {
 /// After MLflow moved a version out of Staging or Production (to None or Archived), the
 /// lifecycle forgets it in those targets.
 pub async fn forget_stage(store: &Store, who: &Identity, model: &str, ver: &str) -> LResult<()> {
+    authorize_model(
+        store,
+        who,
+        model,
+        Role::Member,
+        "move the stages of versions",
+    )
+    .await?;
     let lc = load(store, model).await?;
     let mut spec = lc.spec.clone();
     spec.stages.retain(|t, v| !(*v == ver && t != "canary"));
@@ -862,6 +995,7 @@ pub async fn approve(
     comment: Option<String>,
 ) -> LResult<Vec<Approval>> {
     require(who, Role::Maintainer, "approve model versions")?;
+    authorize_model(store, who, model, Role::Maintainer, "approve versions").await?;
     let mv = version(store, model, ver).await?;
     if who.name == mv.user_id {
         return Err(LifecycleError::denied(format!(
@@ -930,7 +1064,7 @@ pub async fn rollback(
     reason: Option<String>,
 ) -> LResult<RollbackResult> {
     require(who, Role::Maintainer, "roll back models")?;
-    store.get_registered_model(model).await?;
+    authorize_model(store, who, model, Role::Maintainer, "roll back").await?;
     let lc = load(store, model).await?;
     let mut spec = lc.spec.clone();
     let Some(from) = spec.stages.get("production").cloned() else {
@@ -1053,6 +1187,7 @@ pub async fn deprecate(
             req.sunset
         ))
     })?;
+    authorize_model(store, who, model, Role::Maintainer, "deprecate versions").await?;
     let mv = version(store, model, ver).await?;
     let lc = load(store, model).await?;
     let users = users_of(store, &lc, &mv).await?;
@@ -1117,6 +1252,10 @@ pub struct RegisterRequest {
     pub run_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The team that owns a new model (default: the caller's team; only admins name another).
+    /// For an existing model it must be the model's team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
     #[serde(default)]
     pub manifest: ManifestPatch,
 }
@@ -1166,11 +1305,32 @@ pub async fn register(
             e => e.into(),
         })?;
     }
-    match store
-        .create_registered_model(model, "", &[], &who.name, now_ms())
-        .await
-    {
-        Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+    match store.get_registered_model(model).await {
+        Ok(m) => {
+            let team = team_of_tags(&m.tags);
+            if let (Some(want), Some(have)) = (req.team.as_deref(), team.as_deref())
+                && want.trim() != have
+            {
+                return Err(LifecycleError::invalid(format!(
+                    "team: model {model:?} belongs to team {have}, not {want:?}"
+                )));
+            }
+            authorize_model(store, who, model, Role::Member, "register versions").await?;
+        }
+        Err(StoreError::NotFound(_)) => {
+            let team = team_for_new_model(store, who, req.team.as_deref()).await?;
+            let tags: Vec<KeyValue> = team
+                .map(|t| KeyValue::new(TAG_TEAM, t))
+                .into_iter()
+                .collect();
+            match store
+                .create_registered_model(model, "", &tags, &who.name, now_ms())
+                .await
+            {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         Err(e) => return Err(e.into()),
     }
     let mv = store
@@ -1200,6 +1360,7 @@ pub async fn set_manifest(
     patch: &ManifestPatch,
 ) -> LResult<ModelVersion> {
     require(who, Role::Member, "change model versions")?;
+    authorize_model(store, who, model, Role::Member, "change versions").await?;
     let tags = patch_tags(store, patch).await?;
     if tags.is_empty() {
         return Err(LifecycleError::invalid(
@@ -1286,6 +1447,10 @@ pub struct ModelView {
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// The team that owns it (its maintainers, or admins, promote, approve, roll back and
+    /// deprecate); none for a model without a team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
     /// The lifecycle's generation (0 before the first promotion, approval or deprecation);
     /// `expectedGeneration` of a promotion compares against it.
     pub generation: i64,
@@ -1308,6 +1473,7 @@ pub async fn get_model(store: &Store, model: &str) -> LResult<ModelView> {
         versions.push(version_view(store, &lc, mv).await);
     }
     Ok(ModelView {
+        team: team_of_tags(&m.tags),
         name: m.name,
         description: m.description,
         generation: lc.generation,
@@ -1323,6 +1489,9 @@ pub async fn get_model(store: &Store, model: &str) -> LResult<ModelView> {
 #[serde(rename_all = "camelCase")]
 pub struct ModelSummary {
     pub name: String,
+    /// The team that owns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
     pub latest_version: Option<String>,
     pub stages: BTreeMap<String, String>,
     /// Milliseconds since the epoch.
@@ -1342,6 +1511,7 @@ pub async fn list_models(store: &Store) -> LResult<Vec<ModelSummary>> {
     for m in page.items {
         let lc = load(store, &m.name).await?;
         out.push(ModelSummary {
+            team: team_of_tags(&m.tags),
             latest_version: m
                 .latest_versions
                 .iter()
@@ -1569,6 +1739,31 @@ mod tests {
         assert!(budget_verdict("latency", "latency_p95_ms", 150.0, " ms", &m).passed);
         assert!(!budget_verdict("latency", "latency_p95_ms", 100.0, " ms", &m).passed);
         assert!(!budget_verdict("cost", "cost_per_1k_inferences", 1.0, "", &m).passed);
+    }
+
+    #[test]
+    fn a_models_team_decides_who_sees_it() {
+        let who = |team: Option<&str>, role: Role| Identity {
+            token_id: "t".into(),
+            name: "n".into(),
+            team: team.map(str::to_string),
+            role,
+        };
+        let tags = vec![KeyValue::new("x", "y"), KeyValue::new(TAG_TEAM, " team-a ")];
+        assert_eq!(team_of_tags(&tags).as_deref(), Some("team-a"));
+        assert_eq!(team_of_tags(&[KeyValue::new(TAG_TEAM, "")]), None);
+        // (identity, model team, may read)
+        for (w, team, want) in [
+            (who(Some("team-a"), Role::Viewer), Some("team-a"), true),
+            (who(Some("team-b"), Role::Maintainer), Some("team-a"), false),
+            (who(None, Role::Admin), Some("team-a"), true),
+            (who(Some("team-b"), Role::Viewer), None, true),
+        ] {
+            assert_eq!(may_read(&w, team), want, "{w:?} {team:?}");
+        }
+        assert!(check_model_tag(&who(Some("team-a"), Role::Maintainer), TAG_TEAM).is_err());
+        assert!(check_model_tag(&who(None, Role::Admin), TAG_TEAM).is_ok());
+        assert!(check_model_tag(&who(Some("team-a"), Role::Member), "owner").is_ok());
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub const TAG_EVAL_METRICS: &str = "plinth.eval_metrics";
 pub const TAG_DEPLOYMENT: &str = "plinth.deployment";
 /// Set on a deprecated version: `sunset DATE: reason`.
 pub const TAG_DEPRECATED: &str = "plinth.deprecated";
+/// Set on a registered model: the team that owns it (only its maintainers, or admins, promote,
+/// approve, roll back and deprecate its versions).
+pub const TAG_TEAM: &str = "plinth.team";
 
 /// Everything a version records about its inputs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -602,7 +602,11 @@ async fn registry_flow_and_errors() {
     let g = api
         .ok(Method::GET, "registered-models/get", json!({"name": "m"}))
         .await;
-    assert_eq!(g["registered_model"]["tags"], json!([]));
+    // The creator's team, set by the server (see docs/models.md, "Roles and teams").
+    assert_eq!(
+        g["registered_model"]["tags"],
+        json!([{"key": "plinth.team", "value": "ml"}])
+    );
 
     let r = api
         .ok(

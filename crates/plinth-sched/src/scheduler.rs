@@ -238,10 +238,12 @@ impl Scheduler {
                 "must not be empty (use None for a CPU pool)",
             ));
         }
-        if spec.accelerator.is_some() != self.pools[p].spec.accelerator.is_some() {
+        if spec.accelerator.is_some() != self.pools[p].spec.accelerator.is_some()
+            && self.pools[p].nodes.nodes.iter().any(|n| n.alive)
+        {
             return Err(invalid(
                 &format!("pool `{}`", spec.name),
-                "cannot change between a GPU and a CPU pool while it runs",
+                "cannot change between a GPU and a CPU pool while it has nodes (remove them first)",
             ));
         }
         self.pools[p].spec = spec;

@@ -849,10 +849,55 @@ fn update_pool_evicts_jobs_it_no_longer_admits_and_rematches_waiting_ones() {
         why.message.contains("would use 17 GPUs on pool `p`"),
         "{why:?}"
     );
-    // A GPU pool cannot become a CPU pool while it runs.
+    // A GPU pool cannot become a CPU pool while it has nodes: they have GPUs.
     let e = w.s.update_pool(PoolSpec::cpu("p")).unwrap_err().to_string();
     assert!(
-        e.contains("cannot change between a GPU and a CPU pool"),
+        e.contains("cannot change between a GPU and a CPU pool while it has nodes"),
         "{e}"
+    );
+    // With its nodes gone (their jobs evicted) it can, and CPU nodes join it.
+    let nodes: Vec<String> = (0..2).map(|i| format!("p-{i}")).collect();
+    let mut evicted = Vec::new();
+    for n in &nodes {
+        evicted.extend(w.s.remove_node("p", n).unwrap());
+    }
+    assert_eq!(evicted, vec![plain]);
+    assert!(w.s.update_pool(PoolSpec::cpu("p")).unwrap().is_empty());
+    // A GPU node does not fit a CPU pool.
+    assert!(
+        w.s.add_node("p", NodeSpec::new("p-gpu", 8, 32, 1 << 20))
+            .is_err()
+    );
+    w.s.add_node("p", NodeSpec::new("p-cpu", 0, 32, 1 << 20))
+        .unwrap();
+    w.s.requeue(plain, 9).unwrap();
+    let cpu_job = w.s.submit(job("a", 1, 0.0), 9).unwrap();
+    let admitted: Vec<JobId> =
+        w.s.schedule(10)
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Admitted { job, .. } => Some(*job),
+                _ => None,
+            })
+            .collect();
+    // The CPU job runs; the GPU jobs wait: no node of the pool has a GPU now.
+    assert_eq!(admitted, vec![cpu_job]);
+    assert_eq!(w.s.status(plain).unwrap().state, JobState::Pending);
+    // And back to GPUs the same way.
+    evicted = w.s.remove_node("p", "p-cpu").unwrap();
+    assert_eq!(evicted, vec![cpu_job]);
+    assert!(
+        w.s.update_pool(PoolSpec::gpu("p", "h100", Procurement::OnDemand))
+            .unwrap()
+            .is_empty()
+    );
+    w.s.add_node("p", NodeSpec::new("p-gpu", 8, 32, 1 << 20))
+        .unwrap();
+    let admitted = w.s.schedule(11);
+    assert!(
+        admitted
+            .iter()
+            .any(|d| matches!(d, Decision::Admitted { job, .. } if *job == plain)),
+        "{admitted:?}"
     );
 }

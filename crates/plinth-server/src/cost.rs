@@ -19,14 +19,14 @@ use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use plinth_config::kinds::{BUDGET_KIND, GPU_QUOTA_KIND};
 use plinth_cost::{
-    Allocation, BudgetSpec, BudgetStatus, CostError, Dimension, FocusOptions, FocusVersion,
-    GpuQuotaSpec, JobEstimate, Ledger, Period, PoolPrice, PriceBook, Procurement, Report,
-    Resources, Tags, UnitCosts, UnitMetric, UsageRecord, Window, Workload, allocate,
-    approval_decision, check_quota, focus_rows, gpu_hours_used, procurement_name, unit_costs,
-    write_focus_csv, write_focus_parquet,
+    Allocation, BudgetSpec, BudgetStatus, CostError, Dimension, DirectCost, FocusCsvWriter,
+    FocusOptions, FocusParquetWriter, FocusVersion, GpuQuotaSpec, JobEstimate, Ledger, Period,
+    PoolPrice, PriceBook, Procurement, Report, Resources, Tags, UnitCosts, UnitMetric, UsageRecord,
+    Window, Workload, allocate, approval_decision, check_quota, for_each_focus_row, gpu_hours_used,
+    procurement_name, unit_costs_where,
 };
 use plinth_store::Store;
-use plinth_store::usage::{SOURCE_JOB, UsageOutcome, UsageRow};
+use plinth_store::usage::{SOURCE_GATEWAY, SOURCE_JOB, UsageOutcome, UsageRow};
 use plinth_types::job::{JobSpec, parse_duration};
 use plinth_types::spec::PoolSpec;
 use plinth_types::{ErrorCode, Identity, Role};
@@ -161,6 +161,7 @@ pub fn to_record(row: &UsageRow) -> Result<UsageRecord, String> {
         }
     };
     let procurement = parse_procurement(&row.procurement).map_err(|e| format!("{name}: {e}"))?;
+    let direct_cost = direct_cost(row).map_err(|e| format!("{name}: {e}"))?;
     let start = parse_time("start", &row.start).map_err(|e| format!("{name}: {e}"))?;
     let end = parse_time("end", &row.end).map_err(|e| format!("{name}: {e}"))?;
     Ok(UsageRecord {
@@ -179,7 +180,43 @@ pub fn to_record(row: &UsageRow) -> Result<UsageRecord, String> {
         tags: Tags::from_map(&row.tags),
         model_version: row.model_version.clone(),
         inferences: u64::try_from(row.inferences).unwrap_or(0),
+        direct_cost,
     })
+}
+
+/// The tag of a usage row (from a meter other than the job controller) that carries a cost
+/// charged as is: the gateway writes what a request's tokens cost at its deployment's prices.
+pub const COST_TAG: &str = "cost";
+/// The tag with the ISO 4217 code of [`COST_TAG`].
+pub const CURRENCY_TAG: &str = "currency";
+
+/// A row's direct cost: tags `cost` and `currency` on a row of another source than `job` (job
+/// tags are the submitter's and are not read as money). A zero cost without a currency (a
+/// request to a deployment without pricing) is no cost; a cost above 0 without a currency is
+/// an error, never summed as if it were in the report's currency.
+fn direct_cost(row: &UsageRow) -> Result<Option<DirectCost>, String> {
+    if row.source == SOURCE_JOB {
+        return Ok(None);
+    }
+    let Some(text) = row.tags.get(COST_TAG) else {
+        return Ok(None);
+    };
+    let amount: f64 = text
+        .trim()
+        .parse()
+        .ok()
+        .filter(|x: &f64| x.is_finite() && *x >= 0.0)
+        .ok_or_else(|| format!("tag {COST_TAG}: {text:?} is not an amount >= 0"))?;
+    match row.tags.get(CURRENCY_TAG).map(|c| c.trim()) {
+        Some(c) if !c.is_empty() => Ok(Some(DirectCost {
+            amount,
+            currency: c.to_string(),
+        })),
+        _ if amount == 0.0 => Ok(None),
+        _ => Err(format!(
+            "tag {COST_TAG} is {text} but tag {CURRENCY_TAG} (an ISO 4217 code such as USD) is missing"
+        )),
+    }
 }
 
 /// Hands usage rows to a background writer that stores them in batches, so the job controller
@@ -292,7 +329,14 @@ pub struct Prices {
     pub unpriced: BTreeSet<String>,
 }
 
-pub async fn prices(store: &Store) -> Result<Prices, ApiErrorResponse> {
+/// The prices of the stored Pools. A pool's capacity is paid for (and idle) from its
+/// `pricedSince`, else from when the Pool object was created: a pool applied a minute ago has
+/// no idle cost for the month before. Without a priced pool the book is in `fallback_currency`
+/// (USD when none).
+pub async fn prices(
+    store: &Store,
+    fallback_currency: Option<&str>,
+) -> Result<Prices, ApiErrorResponse> {
     let pools = store.list_objects("Pool").await.map_err(store_err)?;
     let mut book: Option<PriceBook> = None;
     let mut unpriced = BTreeSet::new();
@@ -306,7 +350,12 @@ pub async fn prices(store: &Store) -> Result<Prices, ApiErrorResponse> {
             }
         };
         match PoolPrice::from_pool_spec(&o.name, &spec) {
-            Ok(p) => {
+            Ok(mut p) => {
+                if p.since.is_none() {
+                    p.since = DateTime::parse_from_rfc3339(&o.created_at)
+                        .ok()
+                        .map(|t| t.with_timezone(&Utc));
+                }
                 let b = match book.as_mut() {
                     Some(b) => b,
                     None => book.insert(PriceBook::new(&p.currency).map_err(cost_err)?),
@@ -321,7 +370,10 @@ pub async fn prices(store: &Store) -> Result<Prices, ApiErrorResponse> {
     }
     let book = match book {
         Some(b) => b,
-        None => PriceBook::new("USD").map_err(cost_err)?,
+        None => match fallback_currency.and_then(|c| PriceBook::new(c).ok()) {
+            Some(b) => b,
+            None => PriceBook::new("USD").map_err(cost_err)?,
+        },
     };
     Ok(Prices { book, unpriced })
 }
@@ -334,29 +386,177 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+/// The gateway's per-request rows of one deployment, version, tag set and currency in one UTC
+/// hour, summed into one record.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct RequestKey {
+    hour: DateTime<Utc>,
+    deployment: String,
+    version: Option<String>,
+    tags: [Option<String>; 5],
+    currency: String,
+}
+
+#[derive(Debug, Clone)]
+struct RequestSum {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    amount: f64,
+    inferences: u64,
+}
+
+fn hour_of(t: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = t.timestamp().div_euclid(3600) * 3600;
+    DateTime::from_timestamp(secs, 0).unwrap_or(t)
+}
+
+impl RequestKey {
+    fn of(rec: &UsageRecord, currency: &str) -> RequestKey {
+        let deployment = match &rec.workload {
+            Workload::Serving { deployment } => deployment.clone(),
+            Workload::Job { job, .. } => job.clone(),
+        };
+        let t = &rec.tags;
+        RequestKey {
+            hour: hour_of(rec.start),
+            deployment,
+            version: rec.model_version.clone(),
+            tags: [
+                t.team.clone(),
+                t.project.clone(),
+                t.env.clone(),
+                t.model.clone(),
+                t.owner.clone(),
+            ],
+            currency: currency.to_string(),
+        }
+    }
+
+    fn record(self, sum: RequestSum) -> UsageRecord {
+        let [team, project, env, model, owner] = self.tags;
+        let id = format!(
+            "gateway/requests/{}/{}/{}/{}",
+            self.deployment,
+            self.version.as_deref().unwrap_or("-"),
+            self.hour.format("%Y-%m-%dT%H"),
+            [&team, &project, &env, &model, &owner]
+                .iter()
+                .map(|v| v.as_deref().unwrap_or("-"))
+                .collect::<Vec<_>>()
+                .join("/")
+        );
+        UsageRecord {
+            id,
+            workload: Workload::Serving {
+                deployment: self.deployment,
+            },
+            pool: crate::gateway::USAGE_POOL.to_string(),
+            procurement: Procurement::OnDemand,
+            start: sum.start,
+            end: sum.end,
+            request: Resources::ZERO,
+            usage: Resources::ZERO,
+            tags: Tags {
+                team,
+                project,
+                env,
+                model,
+                owner,
+            },
+            model_version: self.version,
+            inferences: sum.inferences,
+            direct_cost: Some(DirectCost {
+                amount: sum.amount,
+                currency: self.currency,
+            }),
+        }
+    }
+}
+
+/// Loads prices and the usage overlapping `[start, end)`.
+///
+/// The gateway's per-request rows (source `gateway`, each carrying what its tokens cost at the
+/// deployment's `pricing`) are summed per deployment, version, tags and UTC hour into serving
+/// records with a direct cost and their request count as inferences; a request made with a
+/// token of no team is charged to the team owning the deployment. A direct cost in another
+/// currency than the pools' is left out with a warning, never added up.
 pub async fn load(
     store: &Store,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<Loaded, ApiErrorResponse> {
-    let Prices { book, unpriced } = prices(store).await?;
     let rows = store
         .list_usage(&micros(start), &micros(end))
         .await
         .map_err(store_err)?;
+    let first_currency = rows
+        .iter()
+        .find_map(|r| direct_cost(r).ok().flatten().map(|d| d.currency));
+    let Prices { book, unpriced } = prices(store, first_currency.as_deref()).await?;
+    let owners: BTreeMap<String, String> = if rows.iter().any(|r| r.source == SOURCE_GATEWAY) {
+        store
+            .list_objects(plinth_config::kinds::DEPLOYMENT_KIND)
+            .await
+            .map_err(store_err)?
+            .into_iter()
+            .filter_map(|o| Some((o.name, o.team?)))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     let mut ledger = Ledger::new();
     let mut warnings = Vec::new();
     let mut skipped: BTreeMap<(String, &'static str), usize> = BTreeMap::new();
+    let mut requests: BTreeMap<RequestKey, RequestSum> = BTreeMap::new();
+    // currency → (rows, amount) of direct costs not in the book's currency
+    let mut foreign: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+    // the first reason and the count of gateway rows that cannot be read
+    let mut bad_requests: Option<(String, usize)> = None;
     for row in &rows {
-        let rec = match to_record(row) {
+        let mut rec = match to_record(row) {
             Ok(r) => r,
+            Err(e) if row.source == SOURCE_GATEWAY => {
+                bad_requests.get_or_insert((e, 0)).1 += 1;
+                continue;
+            }
             Err(e) => {
                 warnings.push(e);
                 continue;
             }
         };
-        if book.get(&rec.pool, rec.procurement).is_err() {
-            // A row that holds nothing (the gateway's per-request rows) costs nothing anyway.
+        if let Some(d) = &rec.direct_cost {
+            if d.currency != book.currency() {
+                let f = foreign.entry(d.currency.clone()).or_default();
+                f.0 += 1;
+                f.1 += d.amount;
+                continue;
+            }
+            if row.source == SOURCE_GATEWAY {
+                if rec.tags.team.is_none()
+                    && let Some(team) = owners
+                        .get(&row.workload_name)
+                        .or_else(|| row.tags.get("deployment").and_then(|d| owners.get(d)))
+                {
+                    rec.tags.team = Some(team.clone());
+                }
+                let amount = d.amount;
+                let sum = requests
+                    .entry(RequestKey::of(&rec, book.currency()))
+                    .or_insert(RequestSum {
+                        start: rec.start,
+                        end: rec.end,
+                        amount: 0.0,
+                        inferences: 0,
+                    });
+                sum.start = sum.start.min(rec.start);
+                sum.end = sum.end.max(rec.end);
+                sum.amount += amount;
+                sum.inferences += rec.inferences;
+                continue;
+            }
+        } else if book.get(&rec.pool, rec.procurement).is_err() {
+            // A row that holds nothing (a request to a deployment without pricing) costs
+            // nothing anyway.
             if rec.request == Resources::ZERO && rec.usage == Resources::ZERO {
                 continue;
             }
@@ -369,6 +569,11 @@ pub async fn load(
             warnings.push(e.to_string());
         }
     }
+    for (key, sum) in requests {
+        if let Err(e) = ledger.ingest(key.record(sum)) {
+            warnings.push(e.to_string());
+        }
+    }
     for ((pool, procurement), n) in skipped {
         let why = if unpriced.contains(&pool) {
             "the pool has no price (set pricePerGpuHour or pricePerNodeHour)".to_string()
@@ -377,6 +582,18 @@ pub async fn load(
         };
         warnings.push(format!(
             "{n} usage record(s) on pool {pool:?} ({procurement}) are not priced: {why}"
+        ));
+    }
+    for (currency, (n, amount)) in foreign {
+        warnings.push(format!(
+            "{n} usage record(s) with a direct cost of {} {currency} are left out: costs are reported in {} (the pools' currency) and {currency} is not converted",
+            plinth_cost::format_amount(amount),
+            book.currency()
+        ));
+    }
+    if let Some((first, n)) = bad_requests {
+        warnings.push(format!(
+            "{n} gateway request record(s) are left out, the first because: {first}"
         ));
     }
     Ok(Loaded {
@@ -510,6 +727,41 @@ pub struct CostReport {
     pub warnings: Vec<String>,
 }
 
+/// Whose spend a caller may see: admins all of it; anyone else only the charges tagged with
+/// their own team (not untagged spend, not idle capacity shown apart, and only the budgets
+/// scoped to their team).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visibility {
+    All,
+    Teams(BTreeSet<String>),
+}
+
+impl Visibility {
+    pub fn of(who: &Identity) -> Visibility {
+        if who.is_admin() {
+            Visibility::All
+        } else {
+            Visibility::Teams(who.team.iter().cloned().collect())
+        }
+    }
+
+    /// Whether a charge with these tags is visible.
+    pub fn sees(&self, tags: &Tags) -> bool {
+        match self {
+            Visibility::All => true,
+            Visibility::Teams(teams) => tags.team.as_ref().is_some_and(|t| teams.contains(t)),
+        }
+    }
+
+    /// Whether a budget is visible: one scoped to one of the caller's teams.
+    pub fn sees_budget(&self, spec: &BudgetSpec) -> bool {
+        match self {
+            Visibility::All => true,
+            Visibility::Teams(teams) => spec.scope.get("team").is_some_and(|t| teams.contains(t)),
+        }
+    }
+}
+
 /// Allocates `loaded` over `window`.
 fn allocation(loaded: &Loaded, window: Window) -> Result<Allocation, ApiErrorResponse> {
     allocate(&loaded.book, window, loaded.records.iter()).map_err(cost_err)
@@ -522,19 +774,31 @@ pub async fn build_report(
     window: Window,
     dims: Vec<Dimension>,
     share_idle: bool,
+    vis: &Visibility,
 ) -> Result<CostReport, ApiErrorResponse> {
     let loaded = load(store, window.start, window.end).await?;
+    let vis = vis.clone();
     blocking(move || {
         let alloc = allocation(&loaded, window)?;
-        let report = Report::build(&alloc, &dims, share_idle);
+        let (report, untagged_records) = match &vis {
+            Visibility::All => (
+                Report::build(&alloc, &dims, share_idle),
+                alloc
+                    .untagged_records()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            // Untagged spend has no team: none of it is a team's to see.
+            Visibility::Teams(_) => (
+                Report::build_where(&alloc, &dims, share_idle, &|t| vis.sees(t)),
+                Vec::new(),
+            ),
+        };
         Ok(CostReport {
             start: micros(window.start),
             end: micros(window.end),
-            untagged_records: alloc
-                .untagged_records()
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
+            untagged_records,
             report,
             warnings: loaded.warnings,
         })
@@ -550,7 +814,7 @@ pub async fn build_report(
         (status = 400, body = plinth_types::ApiError), (status = 401, body = plinth_types::ApiError)))]
 pub async fn report(
     State(s): State<AppState>,
-    Caller(_who): Caller,
+    Caller(who): Caller,
     headers: HeaderMap,
     Query(q): Query<ReportQuery>,
 ) -> Result<Response, ApiErrorResponse> {
@@ -558,7 +822,14 @@ pub async fn report(
     let csv = wants_csv(q.format.as_deref(), &headers)?;
     let window = period_of(&q.period, &q.from, &q.to).window(Utc::now())?;
     let share_idle = q.share_idle.unwrap_or(false);
-    let r = build_report(s.platform.store(), window, dims, share_idle).await?;
+    let r = build_report(
+        s.platform.store(),
+        window,
+        dims,
+        share_idle,
+        &Visibility::of(&who),
+    )
+    .await?;
     if csv {
         let mut buf = Vec::new();
         r.report.write_csv(&mut buf).map_err(cost_err)?;
@@ -621,15 +892,18 @@ pub async fn build_units(
     window: Window,
     metric: UnitMetric,
     share_idle: bool,
+    vis: &Visibility,
 ) -> Result<UnitReport, ApiErrorResponse> {
     let loaded = load(store, window.previous().start, window.end).await?;
+    let vis = vis.clone();
     blocking(move || {
-        let units = unit_costs(
+        let units = unit_costs_where(
             &loaded.book,
             loaded.records.iter(),
             window,
             metric,
             share_idle,
+            &|t| vis.sees(t),
         )
         .map_err(cost_err)?;
         Ok(UnitReport {
@@ -648,7 +922,7 @@ pub async fn build_units(
         (status = 401, body = plinth_types::ApiError)))]
 pub async fn units(
     State(s): State<AppState>,
-    Caller(_who): Caller,
+    Caller(who): Caller,
     Query(q): Query<UnitsQuery>,
 ) -> Result<Json<UnitReport>, ApiErrorResponse> {
     let window = period_of(&q.period, &q.from, &q.to).window(Utc::now())?;
@@ -658,6 +932,7 @@ pub async fn units(
             window,
             q.metric.into(),
             q.share_idle.unwrap_or(false),
+            &Visibility::of(&who),
         )
         .await?,
     ))
@@ -681,15 +956,97 @@ pub struct ExportQuery {
     pub to: Option<String>,
 }
 
-/// The period's cost as a FOCUS file: usage rows per resource of each charge, idle rows per
-/// pool-day, purchase rows for reserved capacity.
+/// Bytes of the export a streaming body sends at once.
+const EXPORT_CHUNK: usize = 64 * 1024;
+
+/// A response body fed from a blocking task through a small bounded channel, so an export is
+/// sent as it is written and never held whole in memory.
+struct ChannelBody {
+    rx: mpsc::Receiver<Result<axum::body::Bytes, std::io::Error>>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|next| next.map(|chunk| chunk.map(http_body::Frame::data)))
+    }
+}
+
+/// `io::Write` into a [`ChannelBody`]: chunks of [`EXPORT_CHUNK`] bytes, waiting while the
+/// client is slower than the writer; fails once the client has gone away.
+struct ChunkWriter {
+    tx: mpsc::Sender<Result<axum::body::Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(EXPORT_CHUNK));
+        self.tx
+            .blocking_send(Ok(chunk.into()))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= EXPORT_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// Writes the FOCUS rows of `alloc` into `w` as CSV (row by row) or Parquet (a row group at a
+/// time).
+fn write_focus(
+    book: &PriceBook,
+    alloc: &Allocation,
+    opts: &FocusOptions,
+    parquet: bool,
+    w: &mut ChunkWriter,
+) -> Result<(), CostError> {
+    if parquet {
+        let mut out = FocusParquetWriter::new(opts, &mut *w)?;
+        for_each_focus_row(book, alloc, opts, |row| out.write(row))?;
+        out.finish()?;
+    } else {
+        let mut out = FocusCsvWriter::new(opts, &mut *w)?;
+        for_each_focus_row(book, alloc, opts, |row| out.write(&row))?;
+        out.finish()?;
+    }
+    std::io::Write::flush(w).map_err(|e| CostError::Write {
+        what: "focus export".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// The period's cost as a FOCUS file: usage rows per resource of each charge, a row per
+/// deployment, version and hour of gateway requests priced per token, idle rows per pool-day,
+/// purchase rows for reserved capacity. The file is streamed (chunked) as it is written.
+/// Callers who may see only their team's spend get their team's rows (no idle or purchase rows).
 #[utoipa::path(get, path = "/api/v1/cost/export", tag = "cost", security(("bearer" = [])),
     params(ExportQuery),
     responses((status = 200, description = "the FOCUS file (text/csv or application/vnd.apache.parquet)"),
         (status = 400, body = plinth_types::ApiError), (status = 401, body = plinth_types::ApiError)))]
 pub async fn export(
     State(s): State<AppState>,
-    Caller(_who): Caller,
+    Caller(who): Caller,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiErrorResponse> {
     let version_text = q.focus.clone().unwrap_or_else(|| "1.0".into());
@@ -703,22 +1060,32 @@ pub async fn export(
     };
     let window = period_of(&q.period, &q.from, &q.to).window(Utc::now())?;
     let loaded = load(s.platform.store(), window.start, window.end).await?;
-    let body = blocking(move || {
-        let alloc = allocation(&loaded, window)?;
-        let opts = FocusOptions {
-            version,
-            ..FocusOptions::default()
-        };
-        let rows = focus_rows(&loaded.book, &alloc, &opts).map_err(cost_err)?;
-        let mut buf = Vec::new();
-        if parquet {
-            write_focus_parquet(&rows, &opts, &mut buf).map_err(cost_err)?;
-        } else {
-            write_focus_csv(&rows, &opts, &mut buf).map_err(cost_err)?;
+    let vis = Visibility::of(&who);
+    // Allocation errors are answered as errors; once the body starts, a failure cuts it off.
+    let (book, alloc) = blocking(move || {
+        let mut alloc = allocation(&loaded, window)?;
+        if vis != Visibility::All {
+            alloc.records.retain(|r| vis.sees(&r.tags));
+            alloc.idle.clear();
         }
-        Ok(buf)
+        Ok((loaded.book, alloc))
     })
     .await?;
+    let opts = FocusOptions {
+        version,
+        ..FocusOptions::default()
+    };
+    let (tx, rx) = mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChunkWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(EXPORT_CHUNK),
+        };
+        if let Err(e) = write_focus(&book, &alloc, &opts, parquet, &mut w) {
+            tracing::warn!(error = %e, "focus export cut off");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
     let (content_type, ext) = if parquet {
         ("application/vnd.apache.parquet", "parquet")
     } else {
@@ -736,7 +1103,7 @@ pub async fn export(
                 format!("attachment; filename=\"{file}\""),
             ),
         ],
-        body,
+        axum::body::Body::new(ChannelBody { rx }),
     )
         .into_response())
 }
@@ -925,10 +1292,12 @@ pub async fn budget_views(
     responses((status = 200, body = Vec<BudgetView>), (status = 401, body = plinth_types::ApiError)))]
 pub async fn budgets(
     State(s): State<AppState>,
-    Caller(_who): Caller,
+    Caller(who): Caller,
 ) -> Result<Json<Vec<BudgetView>>, ApiErrorResponse> {
-    let views = budget_views(s.platform.store(), Utc::now()).await?;
+    let mut views = budget_views(s.platform.store(), Utc::now()).await?;
     notify_crossings(&views);
+    let vis = Visibility::of(&who);
+    views.retain(|v| vis.sees_budget(&v.spec));
     Ok(Json(views))
 }
 
@@ -982,51 +1351,149 @@ fn notify_crossings(views: &[BudgetView]) {
     }
 }
 
-/// POSTs a JSON body to an `http://` URL (HTTP/1.1, one request, 5 s limit) and checks for a
-/// 2xx answer.
+/// The TLS client settings of `https://` webhooks: the system's roots (the files
+/// `SSL_CERT_FILE`/`SSL_CERT_DIR` name, else the distribution's bundle) plus the CA file of the
+/// server config (`cost.webhook_ca_file`). Set once at start by [`configure_webhooks`].
+static WEBHOOK_TLS: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+
+/// Builds the TLS settings of webhooks from the system roots and `ca_file` (PEM; every
+/// certificate in it is trusted). An unreadable or empty CA file is an error naming it.
+pub fn webhook_tls(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let what = format!("webhook CA file {}", path.display());
+        let pem = std::fs::read(path).map_err(|e| format!("{what}: {e}"))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{what}: not PEM certificates ({e})"))?;
+        if certs.is_empty() {
+            return Err(format!("{what}: holds no PEM certificate"));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| format!("{what}: a certificate is not usable as a CA ({e})"))?;
+        }
+    } else if added == 0 {
+        tracing::warn!(
+            "no system CA certificates found: https budget webhooks will fail (set cost.webhook_ca_file)"
+        );
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS settings: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Sets the TLS trust of `https://` budget webhooks (called once by `serve`; later calls keep
+/// the first settings). Fails when the CA file cannot be used.
+pub fn configure_webhooks(ca_file: Option<&std::path::Path>) -> Result<(), String> {
+    let tls = webhook_tls(ca_file)?;
+    let _ = WEBHOOK_TLS.set(Arc::new(tls));
+    Ok(())
+}
+
+fn webhook_tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    if let Some(c) = WEBHOOK_TLS.get() {
+        return Ok(Arc::clone(c));
+    }
+    let c = Arc::new(webhook_tls(None)?);
+    Ok(Arc::clone(WEBHOOK_TLS.get_or_init(|| c)))
+}
+
+/// POSTs a JSON body to an `http://` or `https://` URL (HTTP/1.1, one request, 5 s limit)
+/// and checks for a 2xx answer.
 async fn post_json(url: &str, body: &str) -> Result<(), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        "only http:// webhooks are sent (this server has no TLS client); use an http relay"
-            .to_string()
-    })?;
+    let tls = if url.starts_with("https://") {
+        Some(webhook_tls_config()?)
+    } else {
+        None
+    };
+    post_json_with(url, body, tls).await
+}
+
+/// [`post_json`] with the TLS settings of `https://` URLs given.
+pub async fn post_json_with(
+    url: &str,
+    body: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(), String> {
+    let (rest, default_port) = if let Some(r) = url.strip_prefix("https://") {
+        (r, 443)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (r, 80)
+    } else {
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
+    };
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let addr = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:80")
+    // host[:port], host an IPv4 address, a name or a bracketed IPv6 address
+    let (name, addr) = match host.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !p.contains(']') => (h, host.to_string()),
+        _ => (host, format!("{host}:{default_port}")),
     };
+    let name = name
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: plinth\r\n\r\n{body}",
+        body.len()
+    );
     let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(&addr)
+        let tcp = tokio::net::TcpStream::connect(&addr)
             .await
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: plinth\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| format!("sending to {addr}: {e}"))?;
-        let mut head = [0u8; 64];
-        let n = s
-            .read(&mut head)
-            .await
-            .map_err(|e| format!("reading the answer of {addr}: {e}"))?;
-        let line = String::from_utf8_lossy(&head[..n]).to_string();
-        match line.split_whitespace().nth(1) {
-            Some(code) if code.starts_with('2') => Ok(()),
-            _ => Err(format!(
-                "{addr} answered {:?}",
-                line.lines().next().unwrap_or("")
-            )),
+        match tls {
+            None => send_and_check(tcp, &addr, &request).await,
+            Some(config) => {
+                let server_name = rustls::pki_types::ServerName::try_from(name.clone())
+                    .map_err(|e| format!("{name:?} is not a host name for TLS: {e}"))?;
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(server_name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS with {addr}: {e}"))?;
+                send_and_check(stream, &addr, &request).await
+            }
         }
     };
     tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
         .map_err(|_| format!("{addr} did not answer within 5 s"))?
+}
+
+async fn send_and_check<S>(mut s: S, addr: &str, request: &str) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("sending to {addr}: {e}"))?;
+    s.flush()
+        .await
+        .map_err(|e| format!("sending to {addr}: {e}"))?;
+    let mut head = [0u8; 64];
+    let n = s
+        .read(&mut head)
+        .await
+        .map_err(|e| format!("reading the answer of {addr}: {e}"))?;
+    let line = String::from_utf8_lossy(&head[..n]).to_string();
+    match line.split_whitespace().nth(1) {
+        Some(code) if code.starts_with('2') => Ok(()),
+        _ => Err(format!(
+            "{addr} answered {:?}",
+            line.lines().next().unwrap_or("")
+        )),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1107,7 +1574,15 @@ impl CostMetrics {
     /// Recomputes the gauges from the store; a failure leaves them as they were.
     pub async fn refresh(&self, store: &Store) {
         let now = Utc::now();
-        match build_report(store, month_to_date(now), vec![Dimension::Team], false).await {
+        match build_report(
+            store,
+            month_to_date(now),
+            vec![Dimension::Team],
+            false,
+            &Visibility::All,
+        )
+        .await
+        {
             Ok(r) => {
                 self.spend.clear();
                 for row in r.report.rows.iter().filter(|r| !r.idle) {
@@ -1187,24 +1662,12 @@ pub enum Admission {
     NeedsApproval(String),
 }
 
-/// The environment variable of the standing approval threshold: jobs estimated above this
-/// amount (in the pools' currency) wait for approval whatever the budgets say.
-pub const APPROVAL_THRESHOLD_ENV: &str = "PLINTH_COST_APPROVAL_THRESHOLD";
-
 impl Guard {
-    /// Guards with the standing approval threshold of `PLINTH_COST_APPROVAL_THRESHOLD` (none
-    /// when unset; a bad value is logged and ignored), refreshed in the background every few
-    /// seconds so quota checks see recent usage.
-    pub fn start(store: Store) -> Guard {
-        let approval_threshold = std::env::var(APPROVAL_THRESHOLD_ENV).ok().and_then(|v| {
-            match v.trim().parse::<f64>() {
-                Ok(x) if x.is_finite() && x >= 0.0 => Some(x),
-                _ => {
-                    tracing::warn!(value = %v, "{APPROVAL_THRESHOLD_ENV} is not an amount >= 0; ignored");
-                    None
-                }
-            }
-        });
+    /// Guards with the standing approval threshold of the server config (`cost.approval_threshold`,
+    /// `PLINTH_COST_APPROVAL_THRESHOLD` or `--cost-approval-threshold`; none: only budgets ask
+    /// for approval), refreshed in the background every few seconds so quota checks see recent
+    /// usage.
+    pub fn start(store: Store, approval_threshold: Option<f64>) -> Guard {
         let guard = Guard {
             inner: Arc::new(GuardInner {
                 approval_threshold,
@@ -1455,4 +1918,275 @@ pub async fn approve_job(
         ));
     };
     Ok(Json(jobs.approve(&who, &name).await?))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// A CA and a certificate for 127.0.0.1 signed by it, made with the `openssl` command in a
+    /// fresh directory: (dir, ca.pem, leaf.pem, leaf.key).
+    pub(crate) fn test_pki() -> (std::path::PathBuf, String, String, String) {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!("plinth-tls-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = |f: &str| dir.join(f).display().to_string();
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("the openssl command (needed to make test certificates)");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        let (ca_key, ca, key, csr, leaf, ext) = (
+            p("ca.key"),
+            p("ca.pem"),
+            p("leaf.key"),
+            p("leaf.csr"),
+            p("leaf.pem"),
+            p("ext.cnf"),
+        );
+        let (ca_key_s, ca_s, key_s, csr_s, leaf_s, ext_s) = (
+            ca_key.as_str(),
+            ca.as_str(),
+            key.as_str(),
+            csr.as_str(),
+            leaf.as_str(),
+            ext.as_str(),
+        );
+        let mut a: Vec<&str> = vec!["req", "-x509"];
+        a.extend(ec);
+        a.extend([
+            "-keyout",
+            ca_key_s,
+            "-out",
+            ca_s,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=plinth test CA",
+        ]);
+        run(&a);
+        let mut a: Vec<&str> = vec!["req"];
+        a.extend(ec);
+        a.extend(["-keyout", key_s, "-out", csr_s, "-subj", "/CN=127.0.0.1"]);
+        run(&a);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            csr_s,
+            "-CA",
+            ca_s,
+            "-CAkey",
+            ca_key_s,
+            "-CAcreateserial",
+            "-out",
+            leaf_s,
+            "-days",
+            "2",
+            "-extfile",
+            ext_s,
+        ]);
+        (dir, ca, leaf, key)
+    }
+
+    /// A TLS server on 127.0.0.1 answering one request with `status`; returns its port and
+    /// the request it received.
+    async fn tls_server(
+        leaf: &str,
+        key: &str,
+        status: &'static str,
+    ) -> (u16, tokio::task::JoinHandle<String>) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(leaf)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return String::new();
+            };
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = tls.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if n == 0 || text.contains("}") {
+                    break;
+                }
+            }
+            let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+            tls.write_all(answer.as_bytes()).await.unwrap();
+            tls.shutdown().await.ok();
+            String::from_utf8_lossy(&got).to_string()
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn an_https_webhook_is_posted_when_its_ca_is_trusted_and_refused_otherwise() {
+        let (dir, ca, leaf, key) = test_pki();
+        let trusting = Arc::new(webhook_tls(Some(std::path::Path::new(&ca))).unwrap());
+        let (port, got) = tls_server(&leaf, &key, "200 OK").await;
+        let url = format!("https://127.0.0.1:{port}/hooks/budget");
+        post_json_with(&url, r#"{"budget":"b"}"#, Some(trusting.clone()))
+            .await
+            .unwrap();
+        let request = got.await.unwrap();
+        assert!(
+            request.starts_with("POST /hooks/budget HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(request.ends_with(r#"{"budget":"b"}"#), "{request}");
+
+        // A non-2xx answer is an error naming the answer.
+        let (port, _got) = tls_server(&leaf, &key, "500 Internal Server Error").await;
+        let e = post_json_with(&format!("https://127.0.0.1:{port}/"), "{}", Some(trusting))
+            .await
+            .unwrap_err();
+        assert!(e.contains("500 Internal Server Error"), "{e}");
+
+        // Without the CA (system roots only) the certificate is not trusted.
+        let system = Arc::new(webhook_tls(None).unwrap());
+        let (port, _got) = tls_server(&leaf, &key, "200 OK").await;
+        let e = post_json_with(&format!("https://127.0.0.1:{port}/"), "{}", Some(system))
+            .await
+            .unwrap_err();
+        assert!(e.starts_with(&format!("TLS with 127.0.0.1:{port}:")), "{e}");
+
+        // A CA file that is not PEM is an error naming the file.
+        let bad = dir.join("bad.pem");
+        std::fs::write(&bad, "not a certificate").unwrap();
+        let e = webhook_tls(Some(&bad)).unwrap_err();
+        assert!(
+            e.starts_with(&format!("webhook CA file {}", bad.display()))
+                && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn row(source: &str, tags: &[(&str, &str)]) -> UsageRow {
+        UsageRow {
+            source: source.into(),
+            id: "request/1".into(),
+            workload: "serving".into(),
+            workload_name: "chat".into(),
+            attempt: 0,
+            pool: "gateway".into(),
+            procurement: "on_demand".into(),
+            start: "2026-11-02T10:00:00.000000Z".into(),
+            end: "2026-11-02T10:00:00.250000Z".into(),
+            request_gpus: 0.0,
+            request_cpus: 0.0,
+            request_memory_gib: 0.0,
+            usage_gpus: 0.0,
+            usage_cpus: 0.0,
+            usage_memory_gib: 0.0,
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            model_version: Some("v1".into()),
+            inferences: 1,
+            end_reason: None,
+        }
+    }
+
+    #[test]
+    fn gateway_rows_carry_their_token_cost_as_a_direct_cost() {
+        let r = to_record(&row(
+            "gateway",
+            &[
+                ("team", "web"),
+                ("cost", "0.018000000"),
+                ("currency", "USD"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(
+            r.direct_cost,
+            Some(DirectCost {
+                amount: 0.018,
+                currency: "USD".into()
+            })
+        );
+        // No pricing: no cost.
+        let r = to_record(&row(
+            "gateway",
+            &[("cost", "0.000000000"), ("currency", "")],
+        ))
+        .unwrap();
+        assert_eq!(r.direct_cost, None);
+        // A cost without its currency is never summed as if it were in another.
+        let e = to_record(&row("gateway", &[("cost", "0.5")])).unwrap_err();
+        assert!(e.contains("tag currency"), "{e}");
+        let e = to_record(&row("import", &[("cost", "cheap"), ("currency", "USD")])).unwrap_err();
+        assert!(e.contains("tag cost: \"cheap\" is not an amount"), "{e}");
+        // A job's tags are the submitter's: never read as money.
+        assert_eq!(
+            to_record(&UsageRow {
+                workload: "job".into(),
+                attempt: 1,
+                ..row("job", &[("cost", "5"), ("currency", "USD")])
+            })
+            .unwrap()
+            .direct_cost,
+            None
+        );
+    }
+
+    #[test]
+    fn a_caller_sees_all_spend_as_admin_else_its_teams() {
+        let id = |role: Role, team: Option<&str>| Identity {
+            token_id: "t".into(),
+            name: "n".into(),
+            team: team.map(String::from),
+            role,
+        };
+        let tags = |team: Option<&str>| Tags {
+            team: team.map(String::from),
+            ..Tags::default()
+        };
+        let admin = Visibility::of(&id(Role::Admin, None));
+        assert!(admin.sees(&tags(Some("ml"))) && admin.sees(&tags(None)));
+        for role in [Role::Viewer, Role::Member, Role::Maintainer] {
+            let v = Visibility::of(&id(role, Some("ml")));
+            assert!(v.sees(&tags(Some("ml"))));
+            assert!(!v.sees(&tags(Some("web"))) && !v.sees(&tags(None)));
+        }
+    }
 }

@@ -92,6 +92,58 @@ impl plinth_gateway::UsageSink for CountingSink {
     }
 }
 
+/// The store's `gateway_limit_windows` as the gateway's shared limit counters (PostgreSQL: every
+/// gateway on the store shares its limit windows).
+struct StoreLimits(plinth_store::Store);
+
+impl plinth_gateway::limits::LimitStore for StoreLimits {
+    fn add<'a>(
+        &'a self,
+        key: &'a plinth_gateway::limits::WindowKey,
+        add: plinth_gateway::limits::Counts,
+    ) -> plinth_gateway::limits::LimitFuture<'a> {
+        use plinth_store::gateway_limits::{LimitCounts, LimitWindow};
+        Box::pin(async move {
+            let total = self
+                .0
+                .add_gateway_limit_counts(
+                    LimitWindow {
+                        deployment: &key.deployment,
+                        limit_key: &key.limit,
+                        subject: &key.subject,
+                        window_start: key.window_start,
+                        window_end: key.window_end,
+                    },
+                    LimitCounts {
+                        requests: i64::try_from(add.requests).unwrap_or(i64::MAX),
+                        tokens: i64::try_from(add.tokens).unwrap_or(i64::MAX),
+                        spend: add.spend,
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(plinth_gateway::limits::Counts {
+                requests: u64::try_from(total.requests).unwrap_or(0),
+                tokens: u64::try_from(total.tokens).unwrap_or(0),
+                spend: total.spend,
+            })
+        })
+    }
+}
+
+/// Deletes the shared limit windows that ended more than a minute ago, every minute.
+async fn prune_limit_windows(store: plinth_store::Store) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if let Err(e) = store.prune_gateway_limit_windows(now - 60).await {
+            tracing::warn!(error = %e, "gateway: cannot delete ended limit windows");
+        }
+    }
+}
+
 /// Forwards rollbacks to the task that audits them (the callback must not block).
 struct RollbackForwarder(tokio::sync::mpsc::UnboundedSender<RollbackEvent>);
 
@@ -180,6 +232,9 @@ pub struct VersionState {
     /// Share of new traffic, 0–1.
     pub share: f64,
     pub upstreams: Vec<String>,
+    /// Its local replicas (desired, ready, each replica's state), when it has `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<plinth_gateway::replicas::ReplicasView>,
 }
 
 /// A deployment's live state in the gateway.
@@ -231,7 +286,12 @@ pub struct ServerGateway {
 impl ServerGateway {
     /// Builds the gateway and starts its background tasks: the deployment sync, the usage writer
     /// and the rollback recorder. Serving on a port is separate ([`ServerGateway::serve`]).
-    pub fn start(platform: Platform, metrics: &crate::metrics::Metrics) -> Arc<ServerGateway> {
+    pub fn start(
+        platform: Platform,
+        metrics: &crate::metrics::Metrics,
+        otlp: Option<plinth_gateway::OtlpConfig>,
+        upstream_ca_certs: Vec<Vec<u8>>,
+    ) -> Arc<ServerGateway> {
         let (sink, usage_rx) = ChannelSink::new(USAGE_QUEUE);
         let usage = Arc::new(CountingSink {
             inner: sink,
@@ -239,13 +299,25 @@ impl ServerGateway {
         });
         let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-        let gateway = Gateway::builder(Arc::new(TokenKeys {
+        let mut builder = Gateway::builder(Arc::new(TokenKeys {
             platform: platform.clone(),
             cache: RwLock::new(HashMap::new()),
         }))
         .usage_sink(usage.clone())
         .canary_events(Arc::new(RollbackForwarder(events_tx)))
-        .build();
+        .otlp(otlp)
+        .options(plinth_gateway::GatewayOptions {
+            upstream_ca_certs,
+            ..Default::default()
+        });
+        // On PostgreSQL several gateways (servers, `plinth gateway --database-url`) may share the
+        // store: their limit windows are shared through it.
+        let store = platform.store();
+        if store.backend() == plinth_store::Backend::Postgres {
+            builder = builder.limit_store(Arc::new(StoreLimits(store.clone())));
+            tokio::spawn(prune_limit_windows(store.clone()));
+        }
+        let gateway = builder.build();
         metrics.attach_gateway(gateway.clone());
         let me = Arc::new(ServerGateway {
             gateway,
@@ -299,6 +371,14 @@ impl ServerGateway {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// The team that owns a served deployment.
+    pub(crate) fn team_of(&self, deployment: &str) -> Option<String> {
+        self.loaded
+            .lock()
+            .ok()
+            .and_then(|l| l.built.get(deployment).map(|b| b.team.clone()))
     }
 
     fn addr(&self) -> Option<SocketAddr> {
@@ -579,6 +659,9 @@ impl ServerGateway {
                                 f64::from(eff) / total as f64
                             },
                             upstreams: v.upstreams.clone(),
+                            replicas: l
+                                .and_then(|d| d.versions.iter().find(|x| x.name == v.name))
+                                .and_then(|x| x.replicas.clone()),
                         }
                     })
                     .collect(),
@@ -622,11 +705,18 @@ impl ServerGateway {
 pub async fn serve_alone(
     database_url: &str,
     listen: SocketAddr,
+    otlp: Option<plinth_gateway::OtlpConfig>,
+    upstream_ca_certs: Vec<Vec<u8>>,
     on_start: impl FnOnce(SocketAddr),
 ) -> Result<(), crate::ServeError> {
     let store = plinth_store::Store::connect(database_url).await?;
     let metrics = crate::metrics::Metrics::new();
-    let me = ServerGateway::start(Platform::new(store.clone()), &metrics);
+    let me = ServerGateway::start(
+        Platform::new(store.clone()),
+        &metrics,
+        otlp,
+        upstream_ca_certs,
+    );
     let listener =
         tokio::net::TcpListener::bind(listen)
             .await
@@ -748,6 +838,7 @@ pub fn usage_row(r: &UsageRecord) -> UsageRow {
         ("tokensIn", r.tokens_in.to_string()),
         ("tokensOut", r.tokens_out.to_string()),
         ("cost", format!("{:.9}", r.cost)),
+        ("currency", r.currency.clone()),
         ("totalSeconds", format!("{:.6}", r.total_seconds)),
         ("upstreamSeconds", format!("{:.6}", r.upstream_seconds)),
         ("cacheHit", r.cache_hit.to_string()),
@@ -968,6 +1059,7 @@ mod tests {
             tokens_in: 12,
             tokens_out: 34,
             cost: 0.0125,
+            currency: "USD".into(),
             total_seconds: 0.25,
             upstream_seconds: 0.2,
             cache_hit: false,
@@ -984,6 +1076,7 @@ mod tests {
         assert_eq!(row.tags["tokensOut"], "34");
         assert_eq!(row.tags["fallbackUsed"], "true");
         assert_eq!(row.tags["cost"], "0.012500000");
+        assert_eq!(row.tags["currency"], "USD");
         assert_eq!(row.tags["deployment"], "chat");
         assert_eq!(row.model_version.as_deref(), Some("v2"));
         assert_ne!(usage_row(&r).id, row.id);

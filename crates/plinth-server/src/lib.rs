@@ -11,8 +11,10 @@ mod gateway;
 mod jobs;
 mod lineage;
 mod metrics;
+mod model_gc;
 mod models;
 mod openapi;
+mod replicas;
 mod upload;
 
 use std::net::SocketAddr;
@@ -63,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::api::routes())
         .merge(lineage::routes())
         .merge(models::routes())
+        .merge(model_gc::routes())
         .merge(cost::routes())
         .merge(gateway::routes())
         .merge(console::routes())
@@ -133,6 +136,10 @@ pub enum ServeError {
     Bind { addr: SocketAddr, message: String },
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("inference gateway: {0}")]
+    Gateway(String),
+    #[error("cost: {0}")]
+    Cost(String),
 }
 
 /// Opens the store, bootstraps the first token, listens, calls `on_start`, and serves until
@@ -150,6 +157,7 @@ pub async fn serve(
     let admin_token = platform
         .bootstrap(config.bootstrap_token.as_deref())
         .await?;
+    cost::configure_webhooks(config.cost_webhook_ca_file.as_deref()).map_err(ServeError::Cost)?;
     let metrics = Arc::new(metrics::Metrics::new());
     let jobs = jobs::Jobs::new(
         platform.clone(),
@@ -162,9 +170,18 @@ pub async fn serve(
         message: e.to_string(),
     })?;
     jobs.spawn();
+    let otlp = plinth_gateway::OtlpConfig::resolve(config.otlp_endpoint.as_deref(), |k| {
+        config.otel_env.get(k).cloned()
+    })
+    .map_err(|e| ServeError::Gateway(format!("OTLP exporter: {e}")))?;
+    let upstream_ca = match &config.gateway_upstream_ca_file {
+        Some(p) => plinth_gateway::tls::read_ca_file(p)
+            .map_err(|e| ServeError::Gateway(format!("upstream CA file {e}")))?,
+        None => Vec::new(),
+    };
     let gateway = config
         .gateway_listen
-        .map(|_| gateway::ServerGateway::start(platform.clone(), &metrics));
+        .map(|_| gateway::ServerGateway::start(platform.clone(), &metrics, otlp, upstream_ca));
     let gateway_addr = match (config.gateway_listen, &gateway) {
         (Some(addr), Some(gateway)) => match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => Some(gateway.serve(l, stop_requested())?),
@@ -181,6 +198,21 @@ pub async fn serve(
         },
         _ => None,
     };
+    // Local replicas of the served deployments (only where the gateway serves).
+    let replicas = match (&gateway, gateway_addr) {
+        (Some(g), Some(_)) => Some(
+            replicas::Replicas::start(
+                store.clone(),
+                Arc::clone(g),
+                config.data_dir.join("replicas"),
+            )
+            .map_err(|message| ServeError::DataDir {
+                path: config.data_dir.join("replicas").display().to_string(),
+                message,
+            })?,
+        ),
+        _ => None,
+    };
     let flush_on_stop = gateway.clone();
     let state = AppState {
         platform,
@@ -193,10 +225,17 @@ pub async fn serve(
             store: store.clone(),
             artifact_root: config.data_dir.join("artifacts"),
             max_upload_bytes: config.max_upload_bytes,
+            archived_artifact_retention: config.archived_artifact_retention,
+            gc_lock: Default::default(),
         }),
         gateway,
     };
     models::spawn_retrainer(state.clone());
+    if let (Some(registry), Some(retention)) =
+        (state.registry.clone(), config.archived_artifact_retention)
+    {
+        plinth_registry::retention::spawn_sweeper(registry, retention, Duration::from_secs(3600));
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Bind {
@@ -214,6 +253,9 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal(grace))
         .await?;
+    if let Some(r) = &replicas {
+        r.shutdown(grace).await;
+    }
     if let Some(g) = flush_on_stop {
         g.flush(grace).await;
     }

@@ -9,7 +9,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use plinth_config::kinds::{
-    DATASET_VERSION_KIND, RETRAIN_POLICY_KIND, RETRAIN_STATUS_KIND, RetrainPolicySpec,
+    DATASET_VERSION_KIND, DEPLOYMENT_STATUS_KIND, RETRAIN_POLICY_KIND, RETRAIN_STATUS_KIND,
+    RetrainPolicySpec,
 };
 use plinth_registry::lifecycle::{
     self, Approval, ApproveRequest, DeprecateRequest, DeprecateResult, DiffView, GateReport,
@@ -76,14 +77,17 @@ fn store(s: &AppState) -> &Store {
     s.platform.store()
 }
 
-/// Every registered model with its staging, canary and production versions. Everyone may read.
+/// Every registered model the caller may see (its team's, those without a team; admins: all)
+/// with its staging, canary and production versions.
 #[utoipa::path(get, path = "/api/v1/models", tag = "models", security(("bearer" = [])),
     responses((status = 200, body = Vec<ModelSummary>), (status = 401, body = ApiError)))]
 pub async fn list_models(
     State(s): State<AppState>,
-    Caller(_who): Caller,
+    Caller(who): Caller,
 ) -> ApiResult<Vec<ModelSummary>> {
-    Ok(Json(lifecycle::list_models(store(&s)).await.map_err(err)?))
+    let mut models = lifecycle::list_models(store(&s)).await.map_err(err)?;
+    models.retain(|m| lifecycle::may_read(&who, m.team.as_deref()));
+    Ok(Json(models))
 }
 
 /// A model: its stages, production history, release policy, generation and versions.
@@ -93,9 +97,12 @@ pub async fn list_models(
         (status = 404, body = ApiError)))]
 pub async fn get_model(
     State(s): State<AppState>,
-    Caller(_who): Caller,
+    Caller(who): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<ModelView> {
+    lifecycle::check_visible(store(&s), &who, &name)
+        .await
+        .map_err(err)?;
     Ok(Json(
         lifecycle::get_model(store(&s), &name).await.map_err(err)?,
     ))
@@ -134,9 +141,12 @@ pub async fn register_version(
         (status = 404, body = ApiError)))]
 pub async fn get_version(
     State(s): State<AppState>,
-    Caller(_who): Caller,
+    Caller(who): Caller,
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<VersionView> {
+    lifecycle::check_visible(store(&s), &who, &name)
+        .await
+        .map_err(err)?;
     Ok(Json(
         lifecycle::get_version(store(&s), &name, &version)
             .await
@@ -185,10 +195,13 @@ pub struct DiffQuery {
         (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 pub async fn diff_versions(
     State(s): State<AppState>,
-    Caller(_who): Caller,
+    Caller(who): Caller,
     Path(name): Path<String>,
     Query(q): Query<DiffQuery>,
 ) -> ApiResult<DiffView> {
+    lifecycle::check_visible(store(&s), &who, &name)
+        .await
+        .map_err(err)?;
     Ok(Json(
         lifecycle::diff_versions(store(&s), &name, &q.a, &q.b)
             .await
@@ -211,10 +224,13 @@ pub struct GatesQuery {
         (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 pub async fn gates(
     State(s): State<AppState>,
-    Caller(_who): Caller,
+    Caller(who): Caller,
     Path((name, version)): Path<(String, String)>,
     Query(q): Query<GatesQuery>,
 ) -> ApiResult<GateReport> {
+    lifecycle::check_visible(store(&s), &who, &name)
+        .await
+        .map_err(err)?;
     Ok(Json(
         lifecycle::gates(store(&s), &name, &version, &q.to)
             .await
@@ -326,6 +342,13 @@ pub struct RetrainStatus {
     pub last_at: i64,
     /// The newest dataset version number already acted on (or present when first seen).
     pub last_dataset_version: u64,
+    /// The newest version of the `onDrift` contract's dataset already checked for drift.
+    #[serde(default)]
+    pub last_drift_version: u64,
+    /// When the newest canary rollback of the `onCanaryRollback` deployment already acted on
+    /// happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rollback_at: Option<String>,
     /// The jobs submitted, oldest first (the last 20).
     #[serde(default)]
     pub jobs: Vec<String>,
@@ -461,11 +484,21 @@ async fn retrain_one(
         .on_dataset
         .as_ref()
         .map(|d| (d.clone(), latest.get(d).copied().unwrap_or(0)));
+    let drift_latest = spec
+        .on_drift
+        .as_ref()
+        .map_or(0, |c| latest.get(c).copied().unwrap_or(0));
     let Some(stored) = stored else {
         // First sight: what exists now is the baseline; the schedule counts from now.
+        let rollback_at = match &spec.on_canary_rollback {
+            Some(d) => newest_rollback(st, d).await?.map(|(at, _)| at),
+            None => None,
+        };
         let status = RetrainStatus {
             last_at: unix_now(),
             last_dataset_version: dataset.as_ref().map_or(0, |d| d.1),
+            last_drift_version: drift_latest,
+            last_rollback_at: rollback_at,
             ..RetrainStatus::default()
         };
         return save_retrain(s, p, None, &status, None).await;
@@ -473,13 +506,71 @@ async fn retrain_one(
     let mut status: RetrainStatus =
         serde_json::from_value(stored.document.spec.clone()).map_err(|e| e.to_string())?;
     let now = unix_now();
-    let trigger = match (&dataset, spec.every_seconds) {
-        (Some((d, v)), _) if *v > status.last_dataset_version => {
-            status.last_dataset_version = *v;
-            format!("dataset {d}-v{v}")
+    let who = Identity {
+        token_id: "system".into(),
+        name: format!("retrain:{}", p.name),
+        team: None,
+        role: Role::Admin,
+    };
+    // One trigger per look; one that is also due fires on the next look (a second later).
+    let mut trigger = None;
+    let mut extra = serde_json::Map::new();
+    let mut changed = false;
+    if let Some((d, v)) = &dataset
+        && *v > status.last_dataset_version
+    {
+        status.last_dataset_version = *v;
+        trigger = Some(format!("dataset {d}-v{v}"));
+    }
+    if trigger.is_none()
+        && let Some(c) = &spec.on_drift
+        && drift_latest > status.last_drift_version
+    {
+        // Each new passing version is compared with the contract's drift reference once.
+        status.last_drift_version = drift_latest;
+        changed = true;
+        match s
+            .platform
+            .dataset_drift(&who, c, None, Some(drift_latest))
+            .await
+        {
+            Ok(d) if d.verdict == "drift" && d.current != d.reference => {
+                extra.insert("reference".into(), serde_json::json!(d.reference));
+                extra.insert(
+                    "driftedColumns".into(),
+                    serde_json::json!(d.drifted_columns),
+                );
+                trigger = Some(format!("drift {c}-v{drift_latest}"));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                status.last_error = Some(format!("drift of {c}-v{drift_latest}: {e}"));
+            }
         }
-        (_, Some(every)) if now - status.last_at >= every as i64 => "schedule".to_string(),
-        _ => return Ok(()),
+    }
+    if trigger.is_none()
+        && let Some(dep) = &spec.on_canary_rollback
+        && let Some((at, rollback)) = newest_rollback(st, dep).await?
+        && status
+            .last_rollback_at
+            .as_deref()
+            .is_none_or(|l| at.as_str() > l)
+    {
+        status.last_rollback_at = Some(at);
+        extra.insert("rollback".into(), rollback);
+        trigger = Some(format!("canary-rollback {dep}"));
+    }
+    if trigger.is_none()
+        && let Some(every) = spec.every_seconds
+        && now - status.last_at >= every as i64
+    {
+        trigger = Some("schedule".to_string());
+    }
+    let Some(trigger) = trigger else {
+        if changed {
+            save_retrain(s, p, Some(&stored), &status, None).await?;
+        }
+        return Ok(());
     };
     let Some(jobs) = &s.jobs else { return Ok(()) };
     let n = status.runs + 1;
@@ -489,12 +580,6 @@ async fn retrain_one(
     job.tags.insert("retrain-policy".into(), p.name.clone());
     job.tags.insert("model".into(), spec.model.clone());
     job.tags.insert("trigger".into(), trigger.replace(' ', ":"));
-    let who = Identity {
-        token_id: "system".into(),
-        name: format!("retrain:{}", p.name),
-        team: None,
-        role: Role::Admin,
-    };
     let submitted = jobs
         .submit(
             &who,
@@ -520,10 +605,35 @@ async fn retrain_one(
         }
         Err(e) => status.last_error = Some(e.to_string()),
     }
-    let detail = serde_json::json!({
+    let mut detail = serde_json::json!({
         "model": spec.model, "trigger": trigger, "job": job_name, "error": status.last_error,
     });
+    if let Some(d) = detail.as_object_mut() {
+        d.extend(extra);
+    }
     save_retrain(s, p, Some(&stored), &status, Some(detail)).await
+}
+
+/// The newest automatic canary rollback of `deployment` (from its server-managed
+/// `DeploymentStatus`, written by the gateway): when it happened and its record.
+async fn newest_rollback(
+    st: &Store,
+    deployment: &str,
+) -> Result<Option<(String, serde_json::Value)>, String> {
+    let Some(o) = st
+        .get_object(DEPLOYMENT_STATUS_KIND, deployment)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let newest = o.document.spec["rollbacks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some((r["at"].as_str()?.to_string(), r.clone())))
+        .max_by(|a, b| a.0.cmp(&b.0));
+    Ok(newest)
 }
 
 async fn save_retrain(

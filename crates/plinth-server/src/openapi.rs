@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::jobs::api as jobs;
-use crate::{api, cost, gateway, lineage, models, upload};
+use crate::{api, cost, gateway, lineage, model_gc, models, upload};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,7 @@ use crate::{api, cost, gateway, lineage, models, upload};
         models::list_models, models::get_model, models::register_version, models::get_version,
         models::set_manifest, models::diff_versions, models::gates, models::promote,
         models::approve, models::deprecate, models::rollback, models::retrain_status,
+        model_gc::collect,
         cost::report, cost::units, cost::export, cost::ingest_usage, cost::budgets, cost::approve_job,
         gateway::get_gateway, gateway::get_deployment_status, gateway::get_deployment_usage,
     ),

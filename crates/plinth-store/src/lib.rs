@@ -10,6 +10,7 @@ mod batch;
 mod connect;
 mod db;
 mod error;
+pub mod gateway_limits;
 pub mod lineage;
 mod migrate;
 pub mod tracking;

@@ -39,6 +39,16 @@ const SQLITE: &[Migration] = &[
         name: "usage",
         sql: include_str!("../migrations/sqlite/0004_usage.sql"),
     },
+    Migration {
+        version: 5,
+        name: "gateway_limits",
+        sql: include_str!("../migrations/sqlite/0005_gateway_limits.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "logged_models",
+        sql: include_str!("../migrations/sqlite/0006_logged_models.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -61,6 +71,16 @@ const POSTGRES: &[Migration] = &[
         version: 4,
         name: "usage",
         sql: include_str!("../migrations/postgres/0004_usage.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "gateway_limits",
+        sql: include_str!("../migrations/postgres/0005_gateway_limits.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "logged_models",
+        sql: include_str!("../migrations/postgres/0006_logged_models.sql"),
     },
 ];
 

@@ -13,6 +13,13 @@ use crate::db::{Arg, DbRow, Tx, args};
 use crate::error::StoreError;
 use crate::{Backend, Store};
 
+mod logged_models;
+pub use logged_models::{
+    LOGGED_MODEL_STATUSES, LoggedModel, LoggedModelData, LoggedModelInfo, LoggedModelMetric,
+    LoggedModelOrder, LoggedModelSearch, MODEL_VERSIONS_TAG, ModelOutput, NewLoggedModel,
+    canonical_logged_model_status,
+};
+
 /// Advisory lock key that serializes tracking writes on PostgreSQL ("plinth" + 3).
 const TRACKING_LOCK: i64 = 0x706c_696e_7468_0003;
 
@@ -133,6 +140,9 @@ pub struct ModelVersion {
     pub status: String,
     pub tags: Vec<KeyValue>,
     pub aliases: Vec<String>,
+    /// The MLflow 3 logged model the version was registered from ('' when none).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub model_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -780,7 +790,7 @@ const RUN_COLUMNS: &str = "r.run_id, r.experiment_id, r.run_name, r.user_id, r.s
                            r.start_time, r.end_time, r.artifact_uri, r.lifecycle_stage";
 
 const MV_COLUMNS: &str = "name, version, creation_timestamp, last_updated_timestamp, user_id, \
-                          current_stage, description, source, run_id, run_link, status";
+                          current_stage, description, source, run_id, run_link, status, model_id";
 
 /// Experiment search: a name filter (`name = '..'`, `name LIKE '..'`), lifecycle, paging.
 #[derive(Debug, Clone, Default)]
@@ -1857,6 +1867,18 @@ impl Store {
         new: &NewModelVersion,
         now: i64,
     ) -> Result<ModelVersion, StoreError> {
+        self.create_model_version_from(new, "", now).await
+    }
+
+    /// Creates the next version of a registered model from MLflow 3 logged model `model_id`
+    /// ('' for none): the version records the model, and the model's `mlflow.modelVersions`
+    /// tag lists the version, in the same transaction.
+    pub async fn create_model_version_from(
+        &self,
+        new: &NewModelVersion,
+        model_id: &str,
+        now: i64,
+    ) -> Result<ModelVersion, StoreError> {
         let name = new.name.as_str();
         let what = format!("creating a version of registered model {name:?}");
         let mut tx = self.tracking_tx(&what).await?;
@@ -1881,7 +1903,8 @@ impl Store {
             tx.execute(
                 "INSERT INTO mlflow_model_versions (name, version, creation_timestamp, \
                  last_updated_timestamp, user_id, current_stage, description, source, run_id, \
-                 run_link, status) VALUES ($1, $2, $3, $4, $5, 'None', $6, $7, $8, $9, 'READY')",
+                 run_link, status, model_id) \
+                 VALUES ($1, $2, $3, $4, $5, 'None', $6, $7, $8, $9, 'READY', $10)",
                 args![
                     name,
                     version,
@@ -1891,11 +1914,16 @@ impl Store {
                     new.description.as_str(),
                     new.source.as_str(),
                     new.run_id.as_str(),
-                    new.run_link.as_str()
+                    new.run_link.as_str(),
+                    model_id
                 ],
             )
             .await
             .map_err(ctx.err(&what))?;
+            if !model_id.is_empty() {
+                logged_models::add_model_version_tag(self, &mut tx, model_id, name, version, now, &what)
+                    .await?;
+            }
             for t in &new.tags {
                 tx.execute(
                     "INSERT INTO mlflow_model_version_tags (name, version, key, value) \
@@ -1963,6 +1991,7 @@ impl Store {
                 status: r.text("status").map_err(ctx.err(what))?,
                 tags,
                 aliases,
+                model_id: r.text("model_id").map_err(ctx.err(what))?,
             });
         }
         Ok(out)
@@ -2381,6 +2410,52 @@ impl Store {
             .await
             .map_err(self.ctx().err(&what));
         self.finish(tx, r, &what).await
+    }
+
+    /// Removes exactly these paths from the index, in one transaction; returns how many went.
+    pub async fn delete_artifact_paths(&self, paths: &[String]) -> Result<u64, StoreError> {
+        if paths.is_empty() {
+            return Ok(0);
+        }
+        let what = format!("deleting {} artifact paths", paths.len());
+        let mut tx = self.tracking_tx(&what).await?;
+        let r = async {
+            let mut n = 0;
+            for chunk in paths.chunks(500) {
+                let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                n += tx
+                    .execute_dyn(
+                        format!(
+                            "DELETE FROM mlflow_artifacts WHERE path IN ({})",
+                            marks.join(", ")
+                        ),
+                        chunk.iter().map(Arg::from).collect(),
+                    )
+                    .await
+                    .map_err(self.ctx().err(&what))?;
+            }
+            Ok(n)
+        }
+        .await;
+        self.finish(tx, r, &what).await
+    }
+
+    /// The indexed paths whose content has sha256 `digest`.
+    pub async fn artifact_digest_refs(&self, digest: &str) -> Result<Vec<String>, StoreError> {
+        let ctx = self.ctx();
+        self.pools()
+            .fetch_all(
+                "SELECT path FROM mlflow_artifacts WHERE digest = $1 ORDER BY path",
+                args![digest],
+            )
+            .await
+            .map_err(ctx.err("reading artifact references"))?
+            .iter()
+            .map(|r| {
+                r.text("path")
+                    .map_err(ctx.err("reading artifact references"))
+            })
+            .collect()
     }
 }
 

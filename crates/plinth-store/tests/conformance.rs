@@ -173,7 +173,7 @@ fn assert_code<T: std::fmt::Debug>(r: Result<T, StoreError>, code: ErrorCode) ->
 
 async fn migrations_are_idempotent(ctx: Ctx) {
     let s1 = &ctx.store;
-    assert_eq!(s1.schema_version().await.unwrap(), 4);
+    assert_eq!(s1.schema_version().await.unwrap(), 6);
     s1.commit(Batch {
         ops: vec![put(object("Pool", "a", None, 1), Precondition::Absent)],
         events: vec![event("system", "resource.create", "Pool", "a", &ts(0))],
@@ -184,12 +184,12 @@ async fn migrations_are_idempotent(ctx: Ctx) {
     // A second store on the same database while the first is open, then a third after both
     // closed: migrations are not re-applied and data survives.
     let s2 = Store::connect(&ctx.url).await.unwrap();
-    assert_eq!(s2.schema_version().await.unwrap(), 4);
+    assert_eq!(s2.schema_version().await.unwrap(), 6);
     assert!(s2.get_object("Pool", "a").await.unwrap().is_some());
     s2.close().await;
     s1.close().await;
     let s3 = Store::connect(&ctx.url).await.unwrap();
-    assert_eq!(s3.schema_version().await.unwrap(), 4);
+    assert_eq!(s3.schema_version().await.unwrap(), 6);
     assert_eq!(s3.count_audit().await.unwrap(), 1);
     assert!(s3.verify_audit().await.unwrap().ok);
     let n = s3
@@ -228,7 +228,7 @@ async fn concurrent_first_connects_migrate_once(ctx: Ctx) {
         );
     }
     for (i, s) in stores.iter().enumerate() {
-        assert_eq!(s.schema_version().await.unwrap(), 4);
+        assert_eq!(s.schema_version().await.unwrap(), 6);
         s.commit(events_batch(1, i)).await.unwrap();
     }
     assert_eq!(stores[0].count_audit().await.unwrap(), 4);

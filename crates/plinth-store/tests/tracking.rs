@@ -5,8 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use plinth_store::tracking::{
-    ArtifactEntry, ExperimentSearch, KeyValue, Metric, NewModelVersion, NewRun, RegistrySearch,
-    RunSearch, TagTarget, ViewType, parse_filter, parse_order_by,
+    ArtifactEntry, ExperimentSearch, KeyValue, LoggedModelOrder, LoggedModelSearch, Metric,
+    ModelOutput, NewLoggedModel, NewModelVersion, NewRun, RegistrySearch, RunSearch, TagTarget,
+    ViewType, parse_filter, parse_order_by,
 };
 use plinth_store::{Store, StoreError};
 
@@ -22,6 +23,8 @@ backend_tests!(
     registry_versions_stages_and_aliases,
     version_tags_in_one_write_and_versions_newest_first,
     artifact_index,
+    logged_models_and_versions_from_them,
+    artifact_digest_refs_and_path_deletes,
 );
 
 async fn version_tags_in_one_write_and_versions_newest_first(ctx: Ctx) {
@@ -97,7 +100,7 @@ async fn new_run(s: &Store, exp: &str, id: &str, start: i64) {
 
 async fn experiments_and_runs(ctx: Ctx) {
     let s = &ctx.store;
-    assert_eq!(s.schema_version().await.unwrap(), 4);
+    assert_eq!(s.schema_version().await.unwrap(), 6);
     let default = s.get_experiment("0").await.unwrap();
     assert_eq!(default.name, "Default");
     let id = s
@@ -601,4 +604,232 @@ async fn artifact_index(ctx: Ctx) {
             .is_none()
     );
     assert_eq!(s.list_artifacts("").await.unwrap().len(), 1);
+}
+
+async fn logged_models_and_versions_from_them(ctx: Ctx) {
+    let s = &ctx.store;
+    let exp = s.create_experiment("lm", None, &[], 1).await.unwrap();
+    new_run(s, &exp, "r1", 10).await;
+    let new = |name: &str, run: &str| NewLoggedModel {
+        experiment_id: exp.clone(),
+        name: name.into(),
+        model_type: "t".into(),
+        source_run_id: run.into(),
+        creator: "alice".into(),
+        params: vec![kv("alpha", "0.5")],
+        tags: vec![kv("k", "v")],
+    };
+    let a = s
+        .create_logged_model(&new("a", "r1"), "m-a", 100)
+        .await
+        .unwrap();
+    assert_eq!(a.info.status, "LOGGED_MODEL_PENDING");
+    assert_eq!(
+        a.info.artifact_uri,
+        format!("mlflow-artifacts:/{exp}/models/m-a/artifacts")
+    );
+    assert_eq!(a.data.params, [kv("alpha", "0.5")]);
+    s.create_logged_model(&new("b", ""), "m-b", 200)
+        .await
+        .unwrap();
+    // Unknown run or experiment: not found, nothing stored.
+    let e = s
+        .create_logged_model(&new("c", "nope"), "m-c", 300)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound(_)), "{e:?}");
+    assert!(s.get_logged_model("m-c", true).await.is_err());
+
+    // Params are immutable; a refused call stores none of its params.
+    let e = s
+        .log_logged_model_params("m-a", &[kv("beta", "1"), kv("alpha", "0.6")], 110)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+    s.log_logged_model_params("m-a", &[kv("alpha", "0.5"), kv("gamma", "2")], 110)
+        .await
+        .unwrap();
+    s.set_logged_model_tags("m-a", &[kv("k", "w"), kv("x", "1")], 120)
+        .await
+        .unwrap();
+    s.delete_logged_model_tag("m-a", "x", 121).await.unwrap();
+    assert!(s.delete_logged_model_tag("m-a", "x", 122).await.is_err());
+    // Metrics: the latest (greatest step) value is what searches compare.
+    let mm = |v: f64, step: i64| (m("acc", v, step, 5), String::new(), String::new());
+    s.log_logged_model_metrics("m-a", "r1", &[mm(0.9, 1), mm(0.4, 2)])
+        .await
+        .unwrap();
+    s.log_logged_model_metrics("m-b", "r1", &[mm(0.7, 0)])
+        .await
+        .unwrap();
+    let done = s
+        .finalize_logged_model("m-a", "LOGGED_MODEL_READY", 130)
+        .await
+        .unwrap();
+    assert_eq!(done.info.status, "LOGGED_MODEL_READY");
+    assert_eq!(done.info.last_updated_timestamp_ms, 130);
+    assert_eq!(done.data.params, [kv("alpha", "0.5"), kv("gamma", "2")]);
+    assert_eq!(done.info.tags, [kv("k", "w")]);
+    assert_eq!(done.data.metrics.len(), 2);
+
+    let search = |filter: &str, order: Vec<LoggedModelOrder>| LoggedModelSearch {
+        experiment_ids: vec![exp.clone()],
+        filter: parse_filter(filter).unwrap(),
+        order_by: order,
+        max_results: 10,
+        page_token: None,
+    };
+    let ids = |p: plinth_store::tracking::Page<plinth_store::tracking::LoggedModel>| {
+        p.items
+            .into_iter()
+            .map(|m| m.info.model_id)
+            .collect::<Vec<_>>()
+    };
+    // Newest first by default.
+    assert_eq!(
+        ids(s.search_logged_models(&search("", vec![])).await.unwrap()),
+        ["m-b", "m-a"]
+    );
+    // m-a's latest acc is 0.4 (step 2), m-b's 0.7.
+    assert_eq!(
+        ids(s
+            .search_logged_models(&search("metrics.acc > 0.5", vec![]))
+            .await
+            .unwrap()),
+        ["m-b"]
+    );
+    assert_eq!(
+        ids(s
+            .search_logged_models(&search(
+                "params.gamma = '2' AND tags.k = 'w' AND status = 'LOGGED_MODEL_READY'",
+                vec![]
+            ))
+            .await
+            .unwrap()),
+        ["m-a"]
+    );
+    let by_acc = vec![LoggedModelOrder {
+        field: "metrics.acc".into(),
+        ascending: true,
+    }];
+    assert_eq!(
+        ids(s.search_logged_models(&search("", by_acc)).await.unwrap()),
+        ["m-a", "m-b"]
+    );
+    let e = s
+        .search_logged_models(&search("colour = 'red'", vec![]))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("colour"), "{e}");
+
+    // Run outputs.
+    s.log_run_outputs(
+        "r1",
+        &[ModelOutput {
+            model_id: "m-a".into(),
+            step: 3,
+        }],
+    )
+    .await
+    .unwrap();
+    let outs = s.run_outputs(&["r1".to_string()]).await.unwrap();
+    assert_eq!(
+        outs["r1"],
+        [ModelOutput {
+            model_id: "m-a".into(),
+            step: 3
+        }]
+    );
+    assert!(
+        s.log_run_outputs(
+            "r1",
+            &[ModelOutput {
+                model_id: "m-zz".into(),
+                step: 0
+            }]
+        )
+        .await
+        .is_err()
+    );
+
+    // A version registered from the model records it; the model lists the version.
+    s.create_registered_model("reg", "", &[], "alice", 1)
+        .await
+        .unwrap();
+    let mv = s
+        .create_model_version_from(
+            &NewModelVersion {
+                name: "reg".into(),
+                source: "models:/m-a".into(),
+                run_id: "r1".into(),
+                user_id: "alice".into(),
+                ..Default::default()
+            },
+            "m-a",
+            140,
+        )
+        .await
+        .unwrap();
+    assert_eq!(mv.model_id, "m-a");
+    let tags = s.get_logged_model("m-a", false).await.unwrap().info.tags;
+    assert_eq!(
+        tags,
+        [
+            kv("k", "w"),
+            kv("mlflow.modelVersions", r#"[{"name":"reg","version":"1"}]"#)
+        ]
+    );
+
+    // Deleted: hidden from gets and searches unless asked for.
+    s.delete_logged_model("m-b", 150).await.unwrap();
+    assert!(matches!(
+        s.get_logged_model("m-b", false).await.unwrap_err(),
+        StoreError::NotFound(_)
+    ));
+    assert_eq!(
+        s.get_logged_model("m-b", true)
+            .await
+            .unwrap()
+            .info
+            .lifecycle_stage,
+        "deleted"
+    );
+    assert_eq!(
+        ids(s.search_logged_models(&search("", vec![])).await.unwrap()),
+        ["m-a"]
+    );
+    assert!(s.delete_logged_model("m-b", 151).await.is_err());
+}
+
+async fn artifact_digest_refs_and_path_deletes(ctx: Ctx) {
+    let s = &ctx.store;
+    for (path, digest) in [
+        ("a/x", "sha256:1"),
+        ("a/y", "sha256:2"),
+        ("b/z", "sha256:1"),
+    ] {
+        s.put_artifact(
+            &ArtifactEntry {
+                path: path.into(),
+                digest: digest.into(),
+                size: 1,
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        s.artifact_digest_refs("sha256:1").await.unwrap(),
+        ["a/x", "b/z"]
+    );
+    assert_eq!(
+        s.delete_artifact_paths(&["a/x".into(), "a/y".into(), "nope".into()])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(s.artifact_digest_refs("sha256:1").await.unwrap(), ["b/z"]);
+    assert!(s.artifact_digest_refs("sha256:2").await.unwrap().is_empty());
+    assert_eq!(s.delete_artifact_paths(&[]).await.unwrap(), 0);
 }

@@ -97,6 +97,10 @@ pub struct PoolSpec {
     /// ISO 4217 code, default USD.
     #[serde(default = "default_currency")]
     pub currency: String,
+    /// When the pool's capacity started to be paid for (RFC 3339); idle cost is counted from
+    /// then on. Default: when the Pool was created. Set it earlier to import older usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priced_since: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Classes this pool accepts; empty means every class.

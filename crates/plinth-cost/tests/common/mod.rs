@@ -113,6 +113,7 @@ pub fn job(
         tags: tags(Some("ml"), Some("llama"), Some("dev")),
         model_version: None,
         inferences: 0,
+        direct_cost: None,
     }
 }
 
@@ -145,6 +146,7 @@ pub fn serving(
         tags: tags(Some("ml"), Some("llama"), Some("production")),
         model_version: Some(version.into()),
         inferences,
+        direct_cost: None,
     }
 }
 

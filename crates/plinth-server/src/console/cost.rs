@@ -14,7 +14,7 @@ use super::render::{ConsoleError, page};
 use super::session::Session;
 use super::views::Me;
 use crate::AppState;
-use crate::cost::{BudgetView, PeriodQuery, budget_views, build_report};
+use crate::cost::{BudgetView, PeriodQuery, Visibility, budget_views, build_report};
 
 const COST: Series = Series {
     title: "Allocated cost",
@@ -192,11 +192,14 @@ pub(super) async fn cost(
         )
         .for_user(&who)
     };
-    let by = |d: Dimension| build_report(store, window, vec![d], share_idle);
+    // Admins see all spend; anyone else their team's (see `Visibility`).
+    let vis = Visibility::of(&who);
+    let by = |d: Dimension| build_report(store, window, vec![d], share_idle, &vis);
     let teams = by(Dimension::Team).await.map_err(internal)?;
     let models = by(Dimension::Model).await.map_err(internal)?;
     let days = by(Dimension::Day).await.map_err(internal)?;
-    let views = budget_views(store, Utc::now()).await.map_err(internal)?;
+    let mut views = budget_views(store, Utc::now()).await.map_err(internal)?;
+    views.retain(|v| vis.sees_budget(&v.spec));
     let (budgets, burn) = budget_rows(&views);
     let r = &teams.report;
     let series = [COST, IDLE];

@@ -113,6 +113,27 @@ fn pct(part: usize, whole: usize) -> f64 {
     }
 }
 
+/// A version's local replicas in one line: ready of desired, the bounds, each replica.
+fn replicas_text(r: &plinth_gateway::replicas::ReplicasView) -> String {
+    let mut s = format!(
+        "local replicas: {} ready of {} desired (min {}, max {})",
+        r.ready, r.desired, r.min, r.max
+    );
+    if r.queued > 0 {
+        s.push_str(&format!(", {} queued", r.queued));
+    }
+    for x in &r.replicas {
+        s.push_str(&format!(
+            "; {} {} pid {} port {}",
+            x.id, x.state, x.pid, x.port
+        ));
+    }
+    if r.restarts > 0 {
+        s.push_str(&format!("; {} restarts", r.restarts));
+    }
+    s
+}
+
 fn view(d: DeploymentState, usage: &[&UsageEntry]) -> DeploymentView {
     let versions: Vec<VersionRow> = d
         .versions
@@ -128,7 +149,10 @@ fn view(d: DeploymentState, usage: &[&UsageEntry]) -> DeploymentView {
                 weight: v.weight,
                 effective_weight: v.effective_weight,
                 share: format!("{}%", fmt_num(v.share * 100.0)),
-                upstreams: v.upstreams.join(", "),
+                upstreams: match &v.replicas {
+                    Some(r) => replicas_text(r),
+                    None => v.upstreams.join(", "),
+                },
                 requests: mine.len(),
                 errors: mine.iter().filter(|e| failed(e)).count(),
                 p95_ms: fmt_num(p95(mine.iter().map(|e| latency_ms(e)).collect())),

@@ -1,6 +1,6 @@
 //! Console pages for jobs: the list, and one job with its attempts and the tail of its log.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use plinth_core::CoreError;
 use plinth_exec::LogStream;
@@ -86,9 +86,24 @@ struct JobPage {
     stdout: String,
     stderr: String,
     running: bool,
+    /// The pod whose log is shown, and every pod of the gang (empty for a job of one pod).
+    pod: u32,
+    pods: Vec<u32>,
 }
 
-async fn tail(s: &AppState, who: &plinth_types::Identity, j: &Job, stream: LogStream) -> String {
+/// `?pod=N` on a gang job's page: whose log to show.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct PodQuery {
+    pod: Option<u32>,
+}
+
+async fn tail(
+    s: &AppState,
+    who: &plinth_types::Identity,
+    j: &Job,
+    stream: LogStream,
+    pod: u32,
+) -> String {
     let Some(c) = &s.jobs else {
         return String::new();
     };
@@ -96,7 +111,7 @@ async fn tail(s: &AppState, who: &plinth_types::Identity, j: &Job, stream: LogSt
     let mut offset = 0;
     let mut out: Vec<u8> = Vec::new();
     for _ in 0..32 {
-        match c.logs(who, &j.name, stream, offset, None).await {
+        match c.logs(who, &j.name, stream, offset, None, pod).await {
             Ok((data, next, _)) => {
                 if data.is_empty() {
                     break;
@@ -118,14 +133,17 @@ pub(super) async fn job_detail(
     State(s): State<AppState>,
     Session(who): Session,
     Path(name): Path<String>,
+    Query(q): Query<PodQuery>,
 ) -> PageResult {
     let j = match &s.jobs {
         Some(c) => c.get(&who, &name).await,
         None => Err(unavailable()),
     }
     .or_page(&who)?;
-    let stdout = tail(&s, &who, &j, LogStream::Stdout).await;
-    let stderr = tail(&s, &who, &j, LogStream::Stderr).await;
+    let nodes = j.spec.nodes.max(1);
+    let pod = q.pod.unwrap_or(0).min(nodes - 1);
+    let stdout = tail(&s, &who, &j, LogStream::Stdout, pod).await;
+    let stderr = tail(&s, &who, &j, LogStream::Stderr, pod).await;
     let data = JobPage {
         job: row(&j),
         spec: serde_json::to_value(&j.spec).unwrap_or_default(),
@@ -133,6 +151,12 @@ pub(super) async fn job_detail(
         stdout,
         stderr,
         running: !j.status.state.is_terminal(),
+        pod,
+        pods: if nodes > 1 {
+            (0..nodes).collect()
+        } else {
+            Vec::new()
+        },
     };
     Ok(page(
         StatusCode::OK,

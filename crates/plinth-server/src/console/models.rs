@@ -42,6 +42,7 @@ pub(super) async fn models(State(s): State<AppState>, Session(who): Session) -> 
         .await
         .map_err(|e| page_error(e, &who))?
         .into_iter()
+        .filter(|m| lifecycle::may_read(&who, m.team.as_deref()))
         .map(|m| ModelRow {
             href: format!("/console/models/{}", url_escape(&m.name)),
             summary: m,
@@ -81,6 +82,9 @@ pub(super) async fn model_detail(
     Path(name): Path<String>,
 ) -> PageResult {
     let store = s.platform.store();
+    lifecycle::check_visible(store, &who, &name)
+        .await
+        .map_err(|e| page_error(e, &who))?;
     let m = lifecycle::get_model(store, &name)
         .await
         .map_err(|e| page_error(e, &who))?;
@@ -252,6 +256,7 @@ mod tests {
             models: vec![ModelRow {
                 summary: ModelSummary {
                     name: "churn".into(),
+                    team: None,
                     latest_version: Some("3".into()),
                     stages: [("production".to_string(), "2".to_string())].into(),
                     updated_at: 0,

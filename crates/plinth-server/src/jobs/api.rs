@@ -174,6 +174,8 @@ pub struct LogQuery {
     pub offset: Option<u64>,
     /// Attempt number (default: the latest).
     pub attempt: Option<u32>,
+    /// Pod (rank) of a gang job, 0 to nodes − 1 (default 0).
+    pub pod: Option<u32>,
 }
 
 /// Up to 1 MiB of an attempt's log from `offset`, as text. `X-Plinth-Next-Offset` is where
@@ -201,7 +203,14 @@ pub async fn job_logs(
     };
     let jobs = controller(&s)?;
     let (data, next, complete) = jobs
-        .logs(&who, &name, stream, q.offset.unwrap_or(0), q.attempt)
+        .logs(
+            &who,
+            &name,
+            stream,
+            q.offset.unwrap_or(0),
+            q.attempt,
+            q.pod.unwrap_or(0),
+        )
         .await?;
     let mut resp = (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

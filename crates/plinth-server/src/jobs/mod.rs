@@ -54,6 +54,8 @@ pub struct Options {
     /// Random interruptions per spot node per hour (0: none).
     pub chaos_spot_interrupts_per_hour: f64,
     pub chaos_seed: Option<u64>,
+    /// Jobs estimated above this amount wait for approval (server config).
+    pub cost_approval_threshold: Option<f64>,
 }
 
 impl Options {
@@ -62,6 +64,7 @@ impl Options {
             executor: c.executor,
             chaos_spot_interrupts_per_hour: c.chaos_spot_interrupts_per_hour,
             chaos_seed: c.chaos_seed,
+            cost_approval_threshold: c.cost_approval_threshold,
         }
     }
 }
@@ -228,7 +231,8 @@ impl Jobs {
             })
         });
         let usage = crate::cost::UsageSink::new(platform.store().clone());
-        let guard = crate::cost::Guard::start(platform.store().clone());
+        let guard =
+            crate::cost::Guard::start(platform.store().clone(), options.cost_approval_threshold);
         let mut sched = Scheduler::new(SchedulerConfig::default());
         sched.add_hook(guard.quota_hook());
         Ok(Arc::new(Jobs {
@@ -293,6 +297,16 @@ impl Jobs {
                     if ctl.nodes.contains_key(&p.name)
                         && let Some((spec, nodes, proc_)) = convert::pool(&p)
                     {
+                        // Between GPU and CPU: every node changes, so the old ones leave
+                        // first (their jobs wait again) and the new ones join below.
+                        let was_gpu = ctl
+                            .nodes
+                            .get(&p.name)
+                            .and_then(|n| n.first())
+                            .map(|n| n.gpus > 0);
+                        if was_gpu.is_some_and(|g| g != spec.accelerator.is_some()) {
+                            self.resize_pool(ctl, &p.name, Vec::new());
+                        }
                         match ctl.sched.update_pool(spec) {
                             Ok(victims) => {
                                 let names = self.stop_victims(
@@ -896,8 +910,16 @@ impl Jobs {
         stream: LogStream,
         offset: u64,
         attempt: Option<u32>,
+        pod: u32,
     ) -> Result<(Vec<u8>, u64, bool), CoreError> {
         let job = self.get(who, name).await?;
+        if pod >= job.spec.nodes.max(1) {
+            return Err(CoreError::invalid(format!(
+                "pod: Job {name} has pods 0 to {} (nodes: {}); there is no pod {pod}",
+                job.spec.nodes.max(1) - 1,
+                job.spec.nodes.max(1)
+            )));
+        }
         let n = match attempt {
             Some(n) => n,
             None => match job.status.attempts.last() {
@@ -912,7 +934,7 @@ impl Jobs {
         }
         let chunk = self
             .exec
-            .read_log(&AttemptId::new(name, n), stream, offset, 1 << 20);
+            .read_log(&pod_id(name, n, pod), stream, offset, 1 << 20);
         match chunk {
             Ok(c) => Ok((c.data, c.next_offset, c.complete)),
             Err(ExecError::NotFound { .. }) => Ok((Vec::new(), offset, true)),

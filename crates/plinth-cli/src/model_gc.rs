@@ -1,0 +1,64 @@
+//! `plinth model gc`: deletes the artifacts of model versions archived, or deprecated past
+//! their sunset, for longer than the retention (admins; `POST /api/v1/models:gc`).
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::Conn;
+use crate::client::{Client, CmdResult};
+use crate::output::{emit, table};
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Show what would be deleted; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Retention to apply (30d, 12h, 90m, ...); default: the server's
+    /// registry.archived_artifact_retention.
+    #[arg(long)]
+    retention: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+pub async fn run(args: GcArgs) -> CmdResult {
+    let client = Client::new(&args.conn);
+    let mut body = json!({"dryRun": args.dry_run});
+    if let Some(r) = &args.retention {
+        body["retention"] = json!(r);
+    }
+    let v: Value = client.post("/api/v1/models:gc", &body).await?;
+    emit(args.conn.output, &v, |r| {
+        let rows: Vec<Vec<String>> = r["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| {
+                vec![
+                    format!(
+                        "{}@{}",
+                        v["model"].as_str().unwrap_or_default(),
+                        v["version"].as_str().unwrap_or_default()
+                    ),
+                    v["reason"].as_str().unwrap_or_default().to_owned(),
+                    v["since"].as_str().unwrap_or_default().to_owned(),
+                    v["files"].to_string(),
+                    v["filesKept"].to_string(),
+                ]
+            })
+            .collect();
+        table(&["VERSION", "REASON", "SINCE", "FILES", "KEPT"], &rows);
+        println!(
+            "{}{} blobs deleted ({} bytes), {} kept because still used",
+            if r["dryRun"].as_bool() == Some(true) {
+                "dry run: "
+            } else {
+                ""
+            },
+            r["blobsDeleted"],
+            r["bytesFreed"],
+            r["blobsShared"]
+        );
+    });
+    Ok(0)
+}

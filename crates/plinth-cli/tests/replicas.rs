@@ -1,0 +1,446 @@
+//! End-to-end: local replicas. The real `plinth serve` runs a Deployment version's replicas as
+//! `plinth demo-model-server` processes through its executor and autoscales them: a cold start
+//! from zero with the waiting requests answered, scale-up under concurrent load, scale to zero
+//! after idle, a crashed replica replaced, a changed spec and a deleted Deployment stopping the
+//! processes (their pids gone), replicas of a killed server stopped by the next start, SIGTERM
+//! stopping them all, and one usage row per replica's lifetime with its tags.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{ADMIN, Auth, Server, WORKSPACE, bin, get_text, http_json, runtime, token};
+use serde_json::{Value, json};
+
+/// Kills, when dropped, every process group a replica of `data_dir` ran in (supervisors run
+/// in their own groups and outlive a test that failed half-way).
+struct Reaper(PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pids in recorded_pids(&self.0) {
+            for p in pids {
+                // SAFETY-free: plain kill(1) of a process group and a pid this test started.
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &format!("-{p}")])
+                    .status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &p.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+/// The pids (command and supervisor) recorded for every replica under `data_dir`.
+fn recorded_pids(data_dir: &Path) -> Vec<Vec<u32>> {
+    let mut out = Vec::new();
+    let Ok(jobs) = std::fs::read_dir(data_dir.join("replicas").join("jobs")) else {
+        return out;
+    };
+    for j in jobs.flatten() {
+        let Ok(text) = std::fs::read_to_string(j.path().join("1").join("pid.json")) else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let pids: Vec<u32> = ["pgid", "supervisor_pid"]
+            .iter()
+            .filter_map(|k| v[*k].as_u64())
+            .map(|p| p as u32)
+            .collect();
+        out.push(pids);
+    }
+    out
+}
+
+fn alive(pid: u64) -> bool {
+    // A zombie is dead for this purpose.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn wait_for<T>(what: &str, secs: u64, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start(dir: &Path) -> (Server, String) {
+    let s = Server::start_in(dir, &["--gateway-listen", "127.0.0.1:0"]);
+    let (status, gw) = http_json(&s, "GET", "/api/v1/gateway", Auth::Bearer(ADMIN), None);
+    assert_eq!(status, 200, "{gw}");
+    let url = gw["url"].as_str().expect("gateway url").to_string();
+    (s, url)
+}
+
+/// Applies Deployment `chat` (team-a, model demo-chat) whose v1 runs `plinth demo-model-server
+/// --name NAME --delay-ms DELAY` replicas with `autoscaling`.
+fn apply_chat(s: &Server, name: &str, delay_ms: u64, autoscaling: &str) {
+    let doc = format!(
+        r#"apiVersion: plinth/v1
+kind: Deployment
+metadata: {{name: chat}}
+spec:
+  team: team-a
+  models: [demo-chat]
+  versions:
+    - name: v1
+      weight: 1
+      replicas:
+        command: ["{bin}", demo-model-server, --listen, "127.0.0.1:{{port}}", --name, {name}, --delay-ms, "{delay_ms}"]
+        pool: gpu-a
+        resources: {{cpus: 2, memoryGib: 4}}
+      autoscaling: {autoscaling}
+"#,
+        bin = bin()
+    );
+    s.apply("chat.yaml", &doc);
+}
+
+/// The `replicas` view of `chat` v1 (null until the gateway serves it).
+fn replicas(s: &Server) -> Value {
+    let (code, st) = http_json(
+        s,
+        "GET",
+        "/api/v1/deployments/chat/status",
+        Auth::Bearer(ADMIN),
+        None,
+    );
+    if code != 200 {
+        return Value::Null;
+    }
+    st["versions"][0]["replicas"].clone()
+}
+
+fn ready_pids(r: &Value) -> Vec<u64> {
+    r["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| x["state"] == "ready")
+        .filter_map(|x| x["pid"].as_u64())
+        .collect()
+}
+
+/// `n` concurrent chat requests; each answer's status and JSON body.
+fn concurrent_chats(gateway: &str, key: &str, n: usize) -> Vec<(u16, Value)> {
+    runtime().block_on(async {
+        let client = reqwest::Client::new();
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            let (client, url, key) = (client.clone(), format!("{gateway}/chat/completions"), key.to_string());
+            tasks.push(tokio::spawn(async move {
+                let r = client
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&json!({"model": "demo-chat", "messages": [{"role": "user", "content": "hi there"}]}))
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    })
+}
+
+fn answer(v: &Value) -> String {
+    v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The replica usage rows stored so far.
+fn replica_rows(s: &Server) -> Vec<plinth_store::usage::UsageRow> {
+    runtime().block_on(async {
+        let store = plinth_store::Store::connect(&format!("sqlite://{}", s.db_path().display()))
+            .await
+            .unwrap();
+        let rows = store
+            .list_usage("2000-01-01T00:00:00.000000Z", "2100-01-01T00:00:00.000000Z")
+            .await
+            .unwrap();
+        store.close().await;
+        rows.into_iter().filter(|r| r.source == "replica").collect()
+    })
+}
+
+#[test]
+fn replicas_cold_start_scale_up_and_scale_to_zero_with_usage_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(tmp.path().to_path_buf());
+    let (s, gateway) = start(tmp.path());
+    s.apply("workspace.yaml", WORKSPACE);
+    let key = token(&s, "team-a", "member");
+    apply_chat(
+        &s,
+        "v1",
+        400,
+        "{minReplicas: 0, maxReplicas: 3, targetConcurrency: 1, scaleDownAfterSeconds: 1, scaleToZeroAfterSeconds: 3, queueTimeoutSeconds: 60}",
+    );
+    // Scaled to zero from the start: nothing runs until a request comes.
+    let r = wait_for("the deployment served", 30, || {
+        let r = replicas(&s);
+        (r.is_object() && r["max"] == 3).then_some(r)
+    });
+    assert_eq!(
+        (r["desired"].as_u64(), r["ready"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    assert_eq!((r["min"].as_u64(), r["max"].as_u64()), (Some(0), Some(3)));
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(replicas(&s)["replicas"].as_array().unwrap().is_empty());
+
+    // Cold start: three requests arrive at once, wait in the queue while a replica starts,
+    // and are all answered by it.
+    let t0 = Instant::now();
+    let answers = concurrent_chats(&gateway, &key, 3);
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(answer(body), "hello from v1");
+    }
+    assert!(t0.elapsed() < Duration::from_secs(60));
+
+    // Scale up under load: 12 requests in flight at a time (each takes 400 ms) with a target
+    // of 1 per replica: the controller goes to its maximum, 3, all ready and serving.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, gateway, key) = (stop.clone(), gateway.clone(), key.clone());
+        std::thread::spawn(move || {
+            let mut served = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (status, body) in concurrent_chats(&gateway, &key, 12) {
+                    assert_eq!(status, 200, "{body}");
+                    served += 1;
+                }
+            }
+            served
+        })
+    };
+    let at_max = wait_for("three ready replicas under load", 60, || {
+        let r = replicas(&s);
+        (r["ready"] == 3 && ready_pids(&r).len() == 3).then_some(r)
+    });
+    assert_eq!(at_max["desired"], 3, "{at_max}");
+    let pids = ready_pids(&at_max);
+    for p in &pids {
+        assert!(alive(*p), "replica pid {p} runs");
+    }
+    // The status shows it in the CLI, the console and the metrics.
+    let out = s.ok(ADMIN, &["deployment", "status", "chat"]);
+    assert!(out.contains("3/3 (0-3)"), "{out}");
+    assert!(out.contains("ready pid"), "{out}");
+    let page = get_text(&s, "/console/deployments", Auth::Session(ADMIN));
+    assert!(
+        page.contains("local replicas: 3 ready of 3 desired"),
+        "{page}"
+    );
+    let metrics = get_text(&s, "/metrics", Auth::None);
+    assert!(
+        metrics.contains(
+            "plinth_gateway_replicas{deployment=\"chat\",version=\"v1\",state=\"ready\"} 3"
+        ),
+        "{metrics}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served = load.join().unwrap();
+    assert!(served >= 12);
+
+    // Idle: down to zero within scaleToZeroAfterSeconds (3 s) and the drain; the processes
+    // are gone.
+    wait_for("scale to zero", 30, || {
+        let r = replicas(&s);
+        (r["desired"] == 0 && r["replicas"].as_array().is_some_and(Vec::is_empty)).then_some(())
+    });
+    for p in &pids {
+        wait_for("a scaled-away replica's process gone", 15, || {
+            (!alive(*p)).then_some(())
+        });
+    }
+
+    // One usage row per replica's lifetime: serving on gpu-a (spot), 2 CPUs and 4 GiB asked,
+    // tagged with team, deployment, version and model.
+    let rows = wait_for("usage rows of the stopped replicas", 15, || {
+        let rows = replica_rows(&s);
+        (rows.len() >= 3).then_some(rows)
+    });
+    for row in &rows {
+        assert_eq!(row.workload, "serving");
+        assert_eq!(row.workload_name, "chat");
+        assert_eq!(row.pool, "gpu-a");
+        assert_eq!(row.procurement, "spot");
+        assert_eq!(row.request_cpus, 2.0);
+        assert_eq!(row.request_memory_gib, 4.0);
+        assert_eq!(row.request_gpus, 0.0);
+        assert_eq!(row.tags["team"], "team-a");
+        assert_eq!(row.tags["deployment"], "chat");
+        assert_eq!(row.tags["version"], "v1");
+        assert_eq!(row.tags["model"], "demo-chat");
+        assert_eq!(row.model_version.as_deref(), Some("v1"));
+        assert_eq!(row.end_reason.as_deref(), Some("cancel"));
+        assert!(row.end > row.start, "{row:?}");
+    }
+    assert_eq!(s.terminate(), 0);
+}
+
+#[test]
+fn crashed_replicas_are_replaced_and_changes_deletes_and_restarts_leave_no_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(tmp.path().to_path_buf());
+    let (s, gateway) = start(tmp.path());
+    s.apply("workspace.yaml", WORKSPACE);
+    let key = token(&s, "team-a", "member");
+    apply_chat(&s, "v1", 0, "{minReplicas: 1, maxReplicas: 1}");
+    let first = wait_for("one ready replica", 60, || {
+        let p = ready_pids(&replicas(&s));
+        (p.len() == 1).then(|| p[0])
+    });
+    let (status, body) = concurrent_chats(&gateway, &key, 1).remove(0);
+    assert_eq!((status, answer(&body).as_str()), (200, "hello from v1"));
+
+    // A crash (SIGKILL of the model server) is noticed and the replica replaced.
+    std::process::Command::new("kill")
+        .args(["-KILL", &first.to_string()])
+        .status()
+        .unwrap();
+    let (second, r) = wait_for("a replacement replica", 60, || {
+        let r = replicas(&s);
+        let p = ready_pids(&r);
+        (p.len() == 1 && p[0] != first).then(|| (p[0], r))
+    });
+    assert!(r["restarts"].as_u64() >= Some(1), "{r}");
+    assert!(
+        r["lastProblem"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("signal 9"),
+        "{r}"
+    );
+    let (status, body) = concurrent_chats(&gateway, &key, 1).remove(0);
+    assert_eq!((status, answer(&body).as_str()), (200, "hello from v1"));
+
+    // A changed replica spec replaces the processes.
+    apply_chat(&s, "v1b", 0, "{minReplicas: 1, maxReplicas: 1}");
+    let third = wait_for("the changed replica", 60, || {
+        let p = ready_pids(&replicas(&s));
+        (p.len() == 1 && p[0] != second).then(|| p[0])
+    });
+    wait_for("the old replica gone", 15, || {
+        (!alive(second)).then_some(())
+    });
+    let (status, body) = concurrent_chats(&gateway, &key, 1).remove(0);
+    assert_eq!((status, answer(&body).as_str()), (200, "hello from v1b"));
+
+    // Deleting the Deployment stops its replicas.
+    s.ok(ADMIN, &["delete", "deployment", "chat"]);
+    wait_for("the deleted deployment's replica gone", 15, || {
+        (!alive(third)).then_some(())
+    });
+
+    // A server killed with SIGKILL leaves its replica running; the next start stops it (and
+    // starts a fresh one), so nothing of the earlier run is left.
+    apply_chat(&s, "v1", 0, "{minReplicas: 1, maxReplicas: 1}");
+    let orphan = wait_for("a ready replica again", 60, || {
+        let p = ready_pids(&replicas(&s));
+        (p.len() == 1).then(|| p[0])
+    });
+    let data_dir = s.data_dir.clone();
+    drop(s); // SIGKILL
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(orphan), "the replica outlives a killed server");
+    let (s, gateway) = start(&data_dir);
+    wait_for("the previous run's replica stopped", 30, || {
+        (!alive(orphan)).then_some(())
+    });
+    let fresh = wait_for("a fresh replica", 60, || {
+        let p = ready_pids(&replicas(&s));
+        (p.len() == 1 && p[0] != orphan).then(|| p[0])
+    });
+    let (status, body) = concurrent_chats(&gateway, &key, 1).remove(0);
+    assert_eq!((status, answer(&body).as_str()), (200, "hello from v1"));
+
+    // Usage rows: every replica so far, the crashed and the orphaned one included.
+    let rows = wait_for("usage rows", 15, || {
+        let rows = replica_rows(&s);
+        (rows.len() >= 4).then_some(rows)
+    });
+    let reasons: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.end_reason.as_deref())
+        .collect();
+    assert!(reasons.contains(&"failed"), "the crash: {reasons:?}");
+
+    // SIGTERM stops the server and its replicas.
+    assert_eq!(s.terminate(), 0);
+    wait_for("the replica stopped with the server", 15, || {
+        (!alive(fresh)).then_some(())
+    });
+}
+
+#[test]
+fn requests_get_503_when_no_replica_gets_ready_in_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(tmp.path().to_path_buf());
+    let (s, gateway) = start(tmp.path());
+    s.apply("workspace.yaml", WORKSPACE);
+    let key = token(&s, "team-a", "member");
+    // A replica whose program does not exist never gets ready.
+    let doc = r#"apiVersion: plinth/v1
+kind: Deployment
+metadata: {name: chat}
+spec:
+  team: team-a
+  models: [demo-chat]
+  versions:
+    - name: v1
+      weight: 1
+      replicas: {command: [/nonexistent/model-server, "{port}"]}
+      autoscaling: {minReplicas: 1, queueTimeoutSeconds: 2}
+"#;
+    s.apply("chat.yaml", doc);
+    wait_for("the deployment served", 30, || {
+        replicas(&s).is_object().then_some(())
+    });
+    let (status, body) = concurrent_chats(&gateway, &key, 1).remove(0);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "no_replica_available");
+    let r = wait_for("the start failure reported", 30, || {
+        let r = replicas(&s);
+        r["lastProblem"].is_string().then_some(r)
+    });
+    assert!(
+        r["lastProblem"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/model-server"),
+        "{r}"
+    );
+    // A bad replicas block is refused at apply, naming the field.
+    let bad = doc.replace("queueTimeoutSeconds: 2", "queueTimeoutSeconds: 0");
+    let file = common::write(&s.data_dir, "bad.yaml", &bad);
+    let (code, _, err) = s.cli(ADMIN, &["apply", "-f", &file]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("spec.versions[0].autoscaling.queueTimeoutSeconds"),
+        "{err}"
+    );
+    assert_eq!(s.terminate(), 0);
+}

@@ -1,0 +1,880 @@
+//! Local replicas of the gateway's deployments: a version whose upstream is `replicas` is run
+//! by `plinth serve` as real processes through the executor (rooted at
+//! `<data_dir>/replicas`, apart from the jobs' executor), each in its own process group with
+//! captured logs, on a free loopback port, stopped with SIGTERM then SIGKILL. A replica gets
+//! traffic once its readiness path answers 2xx and is health-checked every 2 s after; one that
+//! crashes, fails its checks or never gets ready is replaced (with a back-off).
+//!
+//! The autoscaler reads each version's load from its `ReplicaPool` (the peak of requests in
+//! progress plus waiting since the last tick): more replicas than `targetConcurrency` per
+//! replica can carry start at once; fewer are kept after `scaleDownAfterSeconds` of lower
+//! load (one replica at a time, drained first); with `minReplicas: 0`, every replica stops
+//! after `scaleToZeroAfterSeconds` without a request, and the next request waits in the
+//! pool's queue while one starts (a cold start).
+//!
+//! A deleted deployment or a changed `replicas` spec stops the old processes; server shutdown
+//! stops them all; at start, replicas left by a previous run (a `kill -9`) are found through
+//! `Executor::recover` and stopped. Each replica's lifetime becomes one usage row (source
+//! `replica`, workload `serving`, its pool, CPU and GPU requests, CPU used) tagged with team,
+//! deployment, version and model, priced by the cost engine like a job attempt.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use plinth_exec::{
+    AttemptId, AttemptSpec, AttemptStatus, Executor, ExitKind, GpuSlot, LogStream, Outcome,
+    RecoveredState, StopReason, SupervisorProgram,
+};
+use plinth_gateway::metrics::ReplicaLabels;
+use plinth_gateway::replicas::{Endpoint, ReplicaInfo, ReplicasView};
+use plinth_gateway::{Gateway, ReplicaTarget};
+use plinth_store::Store;
+use plinth_store::usage::UsageRow;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+/// The source of replicas' usage rows.
+pub const SOURCE_REPLICA: &str = "replica";
+
+const TICK: Duration = Duration::from_millis(250);
+const HEALTH_EVERY: Duration = Duration::from_secs(2);
+/// Failed health checks in a row after which a ready replica is replaced.
+const HEALTH_FAILURES: u32 = 3;
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// SIGTERM, then SIGKILL after this long.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// A draining replica is stopped once idle, or after this long.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+const STATES: [&str; 4] = ["starting", "ready", "draining", "stopping"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Starting,
+    Ready,
+    Draining(Instant),
+    Stopping,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Ready => "ready",
+            State::Draining(_) => "draining",
+            State::Stopping => "stopping",
+        }
+    }
+}
+
+struct Replica {
+    id: AttemptId,
+    port: u16,
+    pid: u32,
+    started: Instant,
+    started_at: String,
+    state: State,
+    endpoint: Arc<Endpoint>,
+    gpus: Vec<u32>,
+    last_check: Instant,
+    health_failures: u32,
+}
+
+struct Group {
+    digest: String,
+    target: ReplicaTarget,
+    replicas: Vec<Replica>,
+    low_since: Option<Instant>,
+    failures: u32,
+    retry_at: Option<Instant>,
+    restarts: u64,
+    last_problem: Option<String>,
+    desired: u32,
+    /// Ids of the endpoints last given to the pool.
+    published: Vec<String>,
+}
+
+#[derive(Default)]
+struct Ctl {
+    groups: BTreeMap<(String, String), Group>,
+    /// Replicas being stopped that belong to no group any more (a deleted deployment, a
+    /// changed spec, a previous run), until their outcome is recorded.
+    leftovers: Vec<Replica>,
+    gpus_in_use: BTreeSet<u32>,
+    /// Label sets of the replica gauge set last tick.
+    gauges: BTreeSet<(String, String)>,
+}
+
+/// The replica controller of `plinth serve`.
+pub struct Replicas {
+    exec: Arc<Executor>,
+    gateway: Gateway,
+    server: Arc<crate::gateway::ServerGateway>,
+    store: Store,
+    ctl: Mutex<Ctl>,
+    stopping: AtomicBool,
+}
+
+fn now_str() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+/// A stable digest of what a replica runs: a change replaces the processes.
+fn digest(spec: &plinth_gateway::ReplicaSpec) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(
+        serde_json::to_vec(spec).unwrap_or_default(),
+    ))
+}
+
+/// The executor id of a new replica: `r-<deployment>-<version>-<random>` (≤ 128 characters).
+fn new_id(deployment: &str, version: &str) -> String {
+    let rand = uuid::Uuid::now_v7().simple().to_string();
+    let tail = &rand[rand.len() - 8..];
+    let id = format!("r-{deployment}-{version}-{tail}");
+    if id.len() <= 128 && !deployment.starts_with('.') {
+        id
+    } else {
+        use sha2::Digest;
+        let h = hex::encode(sha2::Sha256::digest(format!("{deployment}/{version}")));
+        format!("r-{}-{tail}", &h[..16])
+    }
+}
+
+/// Whether `GET http://127.0.0.1:PORT{path}` answers 2xx within a second.
+async fn probe(port: u16, path: &str) -> bool {
+    let check = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .ok()?;
+        let mut buf = Vec::with_capacity(64);
+        let mut chunk = [0u8; 64];
+        while buf.len() < 12 {
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let code = line.split_whitespace().nth(1)?.parse::<u16>().ok()?;
+        Some((200..300).contains(&code))
+    };
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, check).await,
+        Ok(Some(true))
+    )
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free loopback port: {e}"))
+}
+
+fn describe_exit(exit: &ExitKind) -> String {
+    match exit {
+        ExitKind::Code(c) => format!("exited with code {c}"),
+        ExitKind::Signal(s) => format!("was killed by signal {s}"),
+        ExitKind::ExecFailed(m) => format!("could not start: {m}"),
+        ExitKind::Lost => "was lost".into(),
+    }
+}
+
+/// The usage row of one replica's lifetime, from the outcome the executor metered.
+pub fn replica_row(u: &plinth_exec::UsageRecord) -> UsageRow {
+    let per_second = |x: f64| {
+        if u.wall_seconds > 0.0 && x.is_finite() {
+            (x / u.wall_seconds).max(0.0)
+        } else {
+            0.0
+        }
+    };
+    let tag_f64 = |k: &str| {
+        u.tags
+            .get(k)
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .unwrap_or(0.0)
+    };
+    UsageRow {
+        source: SOURCE_REPLICA.into(),
+        id: format!("replica/{}", u.job_id),
+        workload: "serving".into(),
+        workload_name: u
+            .tags
+            .get("deployment")
+            .cloned()
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| u.job_id.clone()),
+        attempt: 0,
+        pool: u.pool.clone(),
+        procurement: plinth_cost::procurement_name(u.procurement).into(),
+        start: crate::cost::micros(u.started_at),
+        end: crate::cost::micros(u.ended_at.max(u.started_at)),
+        request_gpus: per_second(u.gpu_seconds),
+        request_cpus: tag_f64("cpus"),
+        request_memory_gib: tag_f64("memoryGib"),
+        usage_gpus: 0.0,
+        usage_cpus: per_second(u.cpu_seconds),
+        usage_memory_gib: 0.0,
+        tags: u.tags.clone(),
+        model_version: u.tags.get("version").cloned(),
+        inferences: 0,
+        end_reason: Some(u.end_reason.as_str().into()),
+    }
+}
+
+impl Replicas {
+    /// Opens the executor under `root` and starts the controller: replicas left by a previous
+    /// run are stopped first.
+    pub fn start(
+        store: Store,
+        server: Arc<crate::gateway::ServerGateway>,
+        root: PathBuf,
+    ) -> Result<Arc<Replicas>, String> {
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot locate this program for the supervisor: {e}"))?;
+        let exec = Executor::new(
+            root,
+            SupervisorProgram::new(exe).with_args(["exec-supervisor"]),
+        )
+        .map_err(|e| e.to_string())?;
+        let me = Arc::new(Replicas {
+            exec: Arc::new(exec),
+            gateway: server.gateway.clone(),
+            server,
+            store,
+            ctl: Mutex::new(Ctl::default()),
+            stopping: AtomicBool::new(false),
+        });
+        let run = Arc::clone(&me);
+        tokio::spawn(async move {
+            run.recover().await;
+            let demand = run.gateway.replica_demand();
+            while !run.stopping.load(Ordering::Relaxed) {
+                run.tick().await;
+                let _ = tokio::time::timeout(TICK, demand.notified()).await;
+            }
+        });
+        Ok(me)
+    }
+
+    /// Stops every replica (SIGTERM, SIGKILL after the grace) and records their usage; waits
+    /// at most `limit`.
+    pub async fn shutdown(&self, limit: Duration) {
+        self.stopping.store(true, Ordering::Relaxed);
+        let mut ctl = self.ctl.lock().await;
+        let groups = std::mem::take(&mut ctl.groups);
+        for (_, g) in groups {
+            g.target.pool.set_endpoints(Vec::new());
+            for r in g.replicas {
+                self.retire(&mut ctl, r);
+            }
+        }
+        let deadline = Instant::now() + limit;
+        while !ctl.leftovers.is_empty() && Instant::now() < deadline {
+            self.poll_leftovers(&mut ctl).await;
+            if !ctl.leftovers.is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        if !ctl.leftovers.is_empty() {
+            tracing::warn!(
+                replicas = ctl.leftovers.len(),
+                "replicas still stopping at shutdown; their supervisors finish the stop"
+            );
+        }
+    }
+
+    /// Stops what a previous run left and records the usage of what ended meanwhile.
+    async fn recover(&self) {
+        let exec = Arc::clone(&self.exec);
+        let found = match tokio::task::spawn_blocking(move || exec.recover()).await {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "replicas: cannot recover the previous run's replicas");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "replicas: recovery panicked");
+                return;
+            }
+        };
+        let mut ctl = self.ctl.lock().await;
+        for r in found {
+            match r.state {
+                RecoveredState::Adopted(a) => {
+                    tracing::info!(replica = %a.id.job_id, pid = a.pid, "replicas: stopping a replica of the previous run");
+                    let replica = Replica {
+                        id: a.id.clone(),
+                        port: 0,
+                        pid: a.pid,
+                        started: Instant::now(),
+                        started_at: a.started_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                        state: State::Ready,
+                        endpoint: Endpoint::new(a.id.job_id.clone(), String::new()),
+                        gpus: Vec::new(),
+                        last_check: Instant::now(),
+                        health_failures: 0,
+                    };
+                    self.retire(&mut ctl, replica);
+                }
+                RecoveredState::Exited(o) | RecoveredState::Lost(o) => {
+                    self.ended(&o).await;
+                }
+            }
+        }
+    }
+
+    /// Records an ended replica's usage and removes its directory (kept when the row could
+    /// not be stored, so the next start tries again).
+    async fn ended(&self, o: &Outcome) {
+        let row = replica_row(&o.usage);
+        match self.store.record_usage(std::slice::from_ref(&row)).await {
+            Ok(_) => {
+                if let Ok(dir) = self.exec.attempt_dir(&o.id)
+                    && let Some(parent) = dir.parent()
+                {
+                    let _ = std::fs::remove_dir_all(parent);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(replica = %o.id.job_id, error = %e, "replicas: usage not stored yet; kept for the next start");
+            }
+        }
+    }
+
+    /// Asks a replica to stop and keeps it until its outcome is recorded.
+    fn retire(&self, ctl: &mut Ctl, mut r: Replica) {
+        if r.state != State::Stopping {
+            if let Err(e) = self.exec.stop(&r.id, StopReason::Cancel, STOP_GRACE) {
+                tracing::warn!(replica = %r.id.job_id, error = %e, "replicas: cannot stop");
+            }
+            r.state = State::Stopping;
+        }
+        ctl.leftovers.push(r);
+    }
+
+    async fn poll_leftovers(&self, ctl: &mut Ctl) {
+        let mut keep = Vec::new();
+        for r in std::mem::take(&mut ctl.leftovers) {
+            match self.exec.status(&r.id) {
+                Ok(AttemptStatus::Finished(o)) => {
+                    for g in &r.gpus {
+                        ctl.gpus_in_use.remove(g);
+                    }
+                    self.ended(&o).await;
+                }
+                Ok(AttemptStatus::Running { .. }) => keep.push(r),
+                Err(e) => {
+                    tracing::warn!(replica = %r.id.job_id, error = %e, "replicas: lost track of a stopping replica");
+                    for g in &r.gpus {
+                        ctl.gpus_in_use.remove(g);
+                    }
+                }
+            }
+        }
+        ctl.leftovers = keep;
+    }
+
+    async fn tick(&self) {
+        let mut guard = self.ctl.lock().await;
+        let ctl = &mut *guard;
+        let targets: BTreeMap<(String, String), ReplicaTarget> = self
+            .gateway
+            .replica_targets()
+            .into_iter()
+            .map(|t| ((t.deployment.clone(), t.version.clone()), t))
+            .collect();
+        // Deleted deployments and changed replica specs: stop the old processes.
+        let old: Vec<(String, String)> = ctl
+            .groups
+            .iter()
+            .filter(|(k, g)| {
+                targets.get(*k).is_none_or(|t| {
+                    digest(&t.spec) != g.digest || !Arc::ptr_eq(&t.pool, &g.target.pool)
+                })
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in old {
+            if let Some(g) = ctl.groups.remove(&k) {
+                tracing::info!(deployment = %k.0, version = %k.1, replicas = g.replicas.len(), "replicas: stopping the replicas of a deleted or changed version");
+                g.target.pool.set_endpoints(Vec::new());
+                for r in g.replicas {
+                    self.retire(ctl, r);
+                }
+            }
+        }
+        for (k, t) in targets {
+            let g = ctl.groups.entry(k).or_insert_with(|| Group {
+                digest: digest(&t.spec),
+                target: t.clone(),
+                replicas: Vec::new(),
+                low_since: None,
+                failures: 0,
+                retry_at: None,
+                restarts: 0,
+                last_problem: None,
+                desired: 0,
+                published: Vec::new(),
+            });
+            // Autoscaling and load-balancing changes apply without a restart.
+            g.target = t;
+        }
+        self.poll_leftovers(ctl).await;
+        let keys: Vec<(String, String)> = ctl.groups.keys().cloned().collect();
+        for k in keys {
+            self.reconcile(ctl, &k).await;
+        }
+        self.publish_metrics(ctl);
+    }
+
+    async fn reconcile(&self, ctl: &mut Ctl, key: &(String, String)) {
+        let Some(mut g) = ctl.groups.remove(key) else {
+            return;
+        };
+        // 1. Where each replica stands.
+        let mut live = Vec::new();
+        for mut r in std::mem::take(&mut g.replicas) {
+            match self.exec.status(&r.id) {
+                Ok(AttemptStatus::Finished(o)) => {
+                    for i in &r.gpus {
+                        ctl.gpus_in_use.remove(i);
+                    }
+                    if !matches!(r.state, State::Stopping) {
+                        let stderr = self
+                            .exec
+                            .read_log(&r.id, LogStream::Stderr, 0, 64 * 1024)
+                            .map(|c| String::from_utf8_lossy(&c.data).into_owned())
+                            .unwrap_or_default();
+                        let tail: String = stderr
+                            .lines()
+                            .rev()
+                            .find(|l| !l.trim().is_empty())
+                            .unwrap_or_default()
+                            .chars()
+                            .take(300)
+                            .collect();
+                        let msg = format!(
+                            "replica {} {}{}",
+                            r.id.job_id,
+                            describe_exit(&o.exit),
+                            if tail.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {tail}")
+                            }
+                        );
+                        tracing::warn!(deployment = %key.0, version = %key.1, problem = %msg, "replicas: replica ended; replacing it");
+                        g.restarts += 1;
+                        g.failures += 1;
+                        g.last_problem = Some(msg);
+                        let backoff =
+                            Duration::from_millis((250u64 << g.failures.min(7)).min(30_000));
+                        g.retry_at = Some(Instant::now() + backoff);
+                    }
+                    self.ended(&o).await;
+                    continue;
+                }
+                Ok(AttemptStatus::Running { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(replica = %r.id.job_id, error = %e, "replicas: lost track of a replica");
+                    continue;
+                }
+            }
+            let path = g.target.spec.readiness_path.clone();
+            match r.state {
+                State::Starting => {
+                    if probe(r.port, &path).await {
+                        tracing::info!(deployment = %key.0, version = %key.1, replica = %r.id.job_id, port = r.port, seconds = r.started.elapsed().as_secs_f64(), "replicas: replica ready");
+                        r.state = State::Ready;
+                        r.last_check = Instant::now();
+                        g.failures = 0;
+                    } else if r.started.elapsed()
+                        > Duration::from_secs(g.target.spec.start_timeout_seconds)
+                    {
+                        let msg = format!(
+                            "replica {} was not ready ({path} on port {}) within {} s",
+                            r.id.job_id, r.port, g.target.spec.start_timeout_seconds
+                        );
+                        tracing::warn!(deployment = %key.0, version = %key.1, problem = %msg, "replicas: replacing a replica");
+                        g.restarts += 1;
+                        g.failures += 1;
+                        g.last_problem = Some(msg);
+                        self.retire(ctl, r);
+                        continue;
+                    }
+                }
+                State::Ready => {
+                    if r.last_check.elapsed() >= HEALTH_EVERY {
+                        r.last_check = Instant::now();
+                        if probe(r.port, &path).await {
+                            r.health_failures = 0;
+                        } else {
+                            r.health_failures += 1;
+                            if r.health_failures >= HEALTH_FAILURES {
+                                let msg = format!(
+                                    "replica {} failed {HEALTH_FAILURES} health checks ({path} on port {})",
+                                    r.id.job_id, r.port
+                                );
+                                tracing::warn!(deployment = %key.0, version = %key.1, problem = %msg, "replicas: replacing a replica");
+                                g.restarts += 1;
+                                g.last_problem = Some(msg);
+                                self.retire(ctl, r);
+                                continue;
+                            }
+                        }
+                    }
+                }
+                State::Draining(since) => {
+                    if r.endpoint.in_flight() == 0 || since.elapsed() > DRAIN_LIMIT {
+                        self.retire(ctl, r);
+                        continue;
+                    }
+                }
+                State::Stopping => {}
+            }
+            live.push(r);
+        }
+        g.replicas = live;
+
+        // 2. How many should run.
+        let a = g.target.autoscaling.clone();
+        let (peak, _arrivals) = g.target.pool.take_load();
+        let running = g
+            .replicas
+            .iter()
+            .filter(|r| matches!(r.state, State::Starting | State::Ready))
+            .count() as u32;
+        let need = (peak as f64 / a.target_concurrency).ceil() as u32;
+        let idle_ms = now_ms().saturating_sub(g.target.pool.last_request_ms());
+        let to_zero = a
+            .scale_to_zero_after()
+            .is_some_and(|s| idle_ms >= s.saturating_mul(1000) && peak == 0);
+        let floor = if a.min_replicas > 0 {
+            a.min_replicas
+        } else if to_zero || running == 0 {
+            0
+        } else {
+            1
+        };
+        let desired = need.max(floor).min(a.max());
+        g.desired = desired;
+        if desired > running {
+            g.low_since = None;
+            if g.retry_at.is_none_or(|t| Instant::now() >= t) {
+                g.retry_at = None;
+                for _ in running..desired {
+                    match self.start_replica(ctl, &g).await {
+                        Ok(r) => {
+                            tracing::info!(deployment = %key.0, version = %key.1, replica = %r.id.job_id, pid = r.pid, port = r.port, "replicas: replica started");
+                            g.replicas.push(r);
+                        }
+                        Err(msg) => {
+                            tracing::warn!(deployment = %key.0, version = %key.1, problem = %msg, "replicas: cannot start a replica");
+                            g.restarts += 1;
+                            g.failures += 1;
+                            g.last_problem = Some(msg);
+                            g.retry_at = Some(
+                                Instant::now()
+                                    + Duration::from_millis(
+                                        (250u64 << g.failures.min(7)).min(30_000),
+                                    ),
+                            );
+                            break;
+                        }
+                    }
+                }
+            }
+        } else if desired < running {
+            if to_zero {
+                tracing::info!(deployment = %key.0, version = %key.1, idle_seconds = idle_ms / 1000, "replicas: scaling to zero");
+                for r in &mut g.replicas {
+                    if matches!(r.state, State::Starting | State::Ready) {
+                        r.state = State::Draining(Instant::now());
+                    }
+                }
+                g.low_since = None;
+            } else {
+                let since = *g.low_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_secs(a.scale_down_after_seconds) {
+                    // One at a time: a starting one first, else the least busy ready one.
+                    let pick = g
+                        .replicas
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| matches!(r.state, State::Starting | State::Ready))
+                        .min_by_key(|(_, r)| (r.state == State::Ready, r.endpoint.in_flight()))
+                        .map(|(i, _)| i);
+                    if let Some(i) = pick {
+                        tracing::info!(deployment = %key.0, version = %key.1, replica = %g.replicas[i].id.job_id, desired, "replicas: scaling down");
+                        g.replicas[i].state = State::Draining(Instant::now());
+                    }
+                    g.low_since = Some(Instant::now());
+                }
+            }
+        } else {
+            g.low_since = None;
+        }
+
+        // 3. Route to the ready ones; publish the view.
+        let ready: Vec<Arc<Endpoint>> = g
+            .replicas
+            .iter()
+            .filter(|r| r.state == State::Ready)
+            .map(|r| Arc::clone(&r.endpoint))
+            .collect();
+        let ids: Vec<String> = ready.iter().map(|e| e.id.clone()).collect();
+        if ids != g.published {
+            g.target.pool.set_endpoints(ready);
+            g.published = ids;
+        }
+        g.target.pool.set_view(ReplicasView {
+            desired: g.desired,
+            min: a.min_replicas,
+            max: a.max(),
+            ready: g.published.len() as u32,
+            queued: 0,
+            restarts: g.restarts,
+            last_problem: g.last_problem.clone(),
+            replicas: g
+                .replicas
+                .iter()
+                .map(|r| ReplicaInfo {
+                    id: r.id.job_id.clone(),
+                    state: r.state.name().into(),
+                    pid: r.pid,
+                    port: r.port,
+                    in_flight: r.endpoint.in_flight(),
+                    started_at: r.started_at.clone(),
+                    gpus: r.gpus.clone(),
+                })
+                .collect(),
+        });
+        ctl.groups.insert(key.clone(), g);
+    }
+
+    /// The GPU count of the replica's pool (its stored Pool: nodes × accelerators).
+    async fn pool_info(&self, pool: &str) -> (u32, plinth_exec::Procurement) {
+        match self.store.get_object("Pool", pool).await {
+            Ok(Some(o)) => {
+                match serde_json::from_value::<plinth_types::spec::PoolSpec>(o.document.spec) {
+                    Ok(s) => (
+                        s.accelerator.map_or(0, |a| a.count.saturating_mul(s.nodes)),
+                        s.procurement,
+                    ),
+                    Err(_) => (0, plinth_exec::Procurement::OnDemand),
+                }
+            }
+            _ => (0, plinth_exec::Procurement::OnDemand),
+        }
+    }
+
+    async fn start_replica(&self, ctl: &mut Ctl, g: &Group) -> Result<Replica, String> {
+        let t = &g.target;
+        let spec = &t.spec;
+        let (pool_gpus, procurement) = self.pool_info(&spec.pool).await;
+        let mut gpus = Vec::new();
+        if spec.resources.gpus > 0 {
+            gpus = (0..pool_gpus)
+                .filter(|i| !ctl.gpus_in_use.contains(i))
+                .take(spec.resources.gpus as usize)
+                .collect();
+            if gpus.len() < spec.resources.gpus as usize {
+                return Err(format!(
+                    "a replica needs {} GPUs but pool `{}` has {pool_gpus}, {} of them held by other replicas",
+                    spec.resources.gpus,
+                    spec.pool,
+                    ctl.gpus_in_use.len()
+                ));
+            }
+        }
+        let port = free_port()?;
+        let job_id = new_id(&t.deployment, &t.version);
+        let command: Vec<String> = spec
+            .command
+            .iter()
+            .map(|a| a.replace("{port}", &port.to_string()))
+            .collect();
+        let mut a = AttemptSpec::new(job_id.clone(), 1, command);
+        a.env = spec.env.clone();
+        a.env.insert(spec.port_env.clone(), port.to_string());
+        a.gpus = gpus.iter().map(|&i| GpuSlot::whole(i)).collect();
+        a.stop_grace = STOP_GRACE;
+        a.pool = spec.pool.clone();
+        a.procurement = procurement;
+        let team = self.server.team_of(&t.deployment).unwrap_or_default();
+        a.tags = [
+            ("team", team),
+            ("deployment", t.deployment.clone()),
+            ("version", t.version.clone()),
+            ("model", t.model.clone()),
+            ("replica", job_id.clone()),
+            ("cpus", spec.resources.cpus.to_string()),
+            ("memoryGib", spec.resources.memory_gib.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let exec = Arc::clone(&self.exec);
+        let id = a.id();
+        let started = match tokio::task::spawn_blocking(move || exec.start(a)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                // A command that could not start has nothing to meter: forget it.
+                if let Ok(dir) = self.exec.attempt_dir(&id)
+                    && let Some(parent) = dir.parent()
+                {
+                    let _ = std::fs::remove_dir_all(parent);
+                }
+                return Err(format!("replica {job_id}: {e}"));
+            }
+            Err(e) => return Err(format!("replica {job_id}: start panicked: {e}")),
+        };
+        for &i in &gpus {
+            ctl.gpus_in_use.insert(i);
+        }
+        Ok(Replica {
+            endpoint: Endpoint::new(job_id, format!("http://127.0.0.1:{port}")),
+            id: started.id,
+            port,
+            pid: started.pid,
+            started: Instant::now(),
+            started_at: now_str(),
+            state: State::Starting,
+            gpus,
+            last_check: Instant::now(),
+            health_failures: 0,
+        })
+    }
+
+    fn publish_metrics(&self, ctl: &mut Ctl) {
+        let family = &self.gateway.metrics().replicas;
+        let mut now = BTreeSet::new();
+        for ((d, v), g) in &ctl.groups {
+            for s in STATES {
+                let n = g.replicas.iter().filter(|r| r.state.name() == s).count();
+                family
+                    .get_or_create(&ReplicaLabels {
+                        deployment: d.clone(),
+                        version: v.clone(),
+                        state: s.to_string(),
+                    })
+                    .set(n as i64);
+            }
+            now.insert((d.clone(), v.clone()));
+        }
+        for (d, v) in ctl.gauges.difference(&now) {
+            for s in STATES {
+                family.remove(&ReplicaLabels {
+                    deployment: d.clone(),
+                    version: v.clone(),
+                    state: s.to_string(),
+                });
+            }
+        }
+        ctl.gauges = now;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_lifetime_becomes_a_priced_serving_row() {
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-02T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let u = plinth_exec::UsageRecord {
+            job_id: "r-chat-v1-abcd1234".into(),
+            attempt: 1,
+            pool: "local".into(),
+            procurement: plinth_exec::Procurement::Spot,
+            gpu_seconds: 200.0,
+            cpu_seconds: 50.0,
+            wall_seconds: 100.0,
+            started_at: t0,
+            ended_at: t0 + chrono::Duration::seconds(100),
+            end_reason: plinth_exec::EndReason::Cancel,
+            tags: [
+                ("team", "research"),
+                ("deployment", "chat"),
+                ("version", "v1"),
+                ("model", "gpt-x"),
+                ("cpus", "2"),
+                ("memoryGib", "8"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        };
+        let row = replica_row(&u);
+        row.check().unwrap();
+        assert_eq!(row.source, "replica");
+        assert_eq!(row.id, "replica/r-chat-v1-abcd1234");
+        assert_eq!(row.workload, "serving");
+        assert_eq!(row.workload_name, "chat");
+        assert_eq!(row.procurement, "spot");
+        // 200 GPU-seconds over 100 s: 2 GPUs held; 50 CPU-seconds: 0.5 cores used.
+        assert_eq!(row.request_gpus, 2.0);
+        assert_eq!(row.usage_cpus, 0.5);
+        assert_eq!(row.request_cpus, 2.0);
+        assert_eq!(row.request_memory_gib, 8.0);
+        assert_eq!(row.start, "2026-11-02T10:00:00.000000Z");
+        assert_eq!(row.end, "2026-11-02T10:01:40.000000Z");
+        assert_eq!(row.model_version.as_deref(), Some("v1"));
+        assert_eq!(row.end_reason.as_deref(), Some("cancel"));
+        let rec = crate::cost::to_record(&row).unwrap();
+        assert!(
+            matches!(rec.workload, plinth_cost::Workload::Serving { ref deployment } if deployment == "chat")
+        );
+    }
+
+    #[test]
+    fn replica_ids_fit_the_executor() {
+        let id = new_id("chat", "v1");
+        assert!(id.starts_with("r-chat-v1-") && id.len() == "r-chat-v1-".len() + 8);
+        let long = "d".repeat(128);
+        let id = new_id(&long, "v1");
+        assert!(id.len() <= 128, "{id}");
+        assert!(AttemptId::new(id, 1).job_id.starts_with("r-"));
+    }
+
+    #[tokio::test]
+    async fn probe_reads_the_status_line() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for status in ["200 OK", "503 Service Unavailable"] {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf).await.unwrap();
+                s.write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
+        });
+        assert!(probe(port, "/health").await);
+        assert!(!probe(port, "/health").await);
+        let closed = free_port().unwrap();
+        assert!(!probe(closed, "/health").await);
+    }
+}
