@@ -84,7 +84,9 @@ pub async fn up_demo(conn: &Conn, data_dir: &Path) {
         eprintln!("plinth: spot demo not set up: {}", e.message);
         return;
     }
+    // The job's checkpoint directory must be absolute; the data dir may be relative.
     let checkpoint = data_dir.join("demo").join("spot-checkpoint");
+    let checkpoint = std::path::absolute(&checkpoint).unwrap_or(checkpoint);
     let req = json!({
         "name": JOB,
         "spec": {
