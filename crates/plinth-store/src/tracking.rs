@@ -1403,30 +1403,10 @@ impl Store {
                 return Err(param_changed(run_id, &p.key, prev, &p.value));
             }
         }
-        for p in params {
-            let n = tx
-                .execute(
-                    "INSERT INTO mlflow_params (run_id, key, value) VALUES ($1, $2, $3) \
-                     ON CONFLICT (run_id, key) DO NOTHING",
-                    args![run_id, p.key.as_str(), p.value.as_str()],
-                )
-                .await
-                .map_err(ctx.err(what))?;
-            if n == 0 {
-                let old = tx
-                    .fetch_optional(
-                        "SELECT value FROM mlflow_params WHERE run_id = $1 AND key = $2",
-                        args![run_id, p.key.as_str()],
-                    )
-                    .await
-                    .map_err(ctx.err(what))?;
-                if let Some(old) = old {
-                    let old = old.text("value").map_err(ctx.err(what))?;
-                    if old != p.value {
-                        return Err(param_changed(run_id, &p.key, &old, &p.value));
-                    }
-                }
-            }
+        if let Some((key, old, new)) =
+            insert_params_once(self, tx, ParamTable::Run, run_id, params, what).await?
+        {
+            return Err(param_changed(run_id, key, &old, new));
         }
         for t in tags {
             upsert_run_tag(tx, self, run_id, t, what).await?;
@@ -2524,6 +2504,59 @@ fn version_not_found(name: &str, version: &str) -> StoreError {
     StoreError::NotFound(format!(
         "model version (name={name}, version={version}) not found"
     ))
+}
+
+/// The table of a params insert: a run's or a logged model's (both keyed by owner id and key).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ParamTable {
+    Run,
+    LoggedModel,
+}
+
+/// Inserts params that may not change once logged: a key logged again with the same value is
+/// a no-op; with another value the first such `(key, stored value, new value)` is returned and
+/// the caller names the error.
+pub(crate) async fn insert_params_once<'p>(
+    store: &Store,
+    tx: &mut Tx<'static>,
+    table: ParamTable,
+    owner: &str,
+    params: &'p [KeyValue],
+    what: &str,
+) -> Result<Option<(&'p str, String, &'p str)>, StoreError> {
+    let ctx = store.ctx();
+    let (insert, select) = match table {
+        ParamTable::Run => (
+            "INSERT INTO mlflow_params (run_id, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (run_id, key) DO NOTHING",
+            "SELECT value FROM mlflow_params WHERE run_id = $1 AND key = $2",
+        ),
+        ParamTable::LoggedModel => (
+            "INSERT INTO mlflow_logged_model_params (model_id, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (model_id, key) DO NOTHING",
+            "SELECT value FROM mlflow_logged_model_params WHERE model_id = $1 AND key = $2",
+        ),
+    };
+    for p in params {
+        let n = tx
+            .execute(insert, args![owner, p.key.as_str(), p.value.as_str()])
+            .await
+            .map_err(ctx.err(what))?;
+        if n > 0 {
+            continue;
+        }
+        let old = tx
+            .fetch_optional(select, args![owner, p.key.as_str()])
+            .await
+            .map_err(ctx.err(what))?;
+        if let Some(old) = old {
+            let old = old.text("value").map_err(ctx.err(what))?;
+            if old != p.value {
+                return Ok(Some((p.key.as_str(), old, p.value.as_str())));
+            }
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -680,37 +680,22 @@ async fn insert_params(
     params: &[KeyValue],
     what: &str,
 ) -> Result<(), StoreError> {
-    let ctx = store.ctx();
-    for p in params {
-        let n = tx
-            .execute(
-                "INSERT INTO mlflow_logged_model_params (model_id, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (model_id, key) DO NOTHING",
-                args![model_id, p.key.as_str(), p.value.as_str()],
-            )
-            .await
-            .map_err(ctx.err(what))?;
-        if n == 0 {
-            let old = tx
-                .fetch_optional(
-                    "SELECT value FROM mlflow_logged_model_params WHERE model_id = $1 AND key = $2",
-                    args![model_id, p.key.as_str()],
-                )
-                .await
-                .map_err(ctx.err(what))?;
-            if let Some(old) = old {
-                let old = old.text("value").map_err(ctx.err(what))?;
-                if old != p.value {
-                    return Err(StoreError::Conflict(format!(
-                        "param {:?} of logged model {model_id:?} was logged with value {old:?}; \
-                         it cannot be changed to {:?}",
-                        p.key, p.value
-                    )));
-                }
-            }
-        }
+    match super::insert_params_once(
+        store,
+        tx,
+        super::ParamTable::LoggedModel,
+        model_id,
+        params,
+        what,
+    )
+    .await?
+    {
+        Some((key, old, new)) => Err(StoreError::Conflict(format!(
+            "param {key:?} of logged model {model_id:?} was logged with value {old:?}; \
+             it cannot be changed to {new:?}"
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn model_metric_from_row(
