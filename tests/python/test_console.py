@@ -355,6 +355,8 @@ def test_pages_render_with_no_objects(browser, fresh_server):
     assert "No registered models yet" in browser.find_element(By.ID, "models-empty").text
     nav(browser, "nav-cost", "Cost")
     assert "No usage in this period" in browser.find_element(By.ID, "cost-empty").text
+    assert "Nothing in this period" in browser.find_element(By.ID, "units-inferences-empty").text
+    assert not has(browser, "svg#cost-unit-chart")
     assert "No budgets" in browser.find_element(By.ID, "budgets-empty").text
     nav(browser, "nav-audit", "Audit log")
     assert [r.get_attribute("data-seq") for r in rows(browser, "audit-table")] == ["1"]

@@ -25,7 +25,7 @@ import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from conftest import BINARY
+from conftest import BINARY, make_tls_files
 
 KEY = "sk-python-tests"
 
@@ -392,21 +392,6 @@ def test_each_request_is_a_genai_span_over_otlp(gateway):
     # The limited deployment's refusals (earlier test) are spans with error.type 429.
     limited = [a for _, _, a in spans(ups["collector"]) if a.get("plinth.deployment") == "limited"]
     assert any(a.get("error.type") == "429" for a in limited), limited
-
-
-def make_tls_files(d):
-    """A private CA and a server certificate for 127.0.0.1 signed by it (openssl CLI)."""
-    def run(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=plinth test CA")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-        "-subj", "/CN=127.0.0.1")
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
-    return d / "ca.pem", d / "server.pem", d / "server.key"
 
 
 def test_https_upstream_trusted_through_a_ca_file(tmp_path):

@@ -1,5 +1,6 @@
 //! `plinth model gc`: deletes the artifacts of model versions archived, or deprecated past
-//! their sunset, for longer than the retention (admins; `POST /api/v1/models:gc`).
+//! their sunset, and of MLflow 3 logged models deleted, longer ago than the retention (admins;
+//! `POST /api/v1/models:gc`).
 
 use clap::Args;
 use serde_json::{Value, json};
@@ -29,24 +30,26 @@ pub async fn run(args: GcArgs) -> CmdResult {
     }
     let v: Value = client.post("/api/v1/models:gc", &body).await?;
     emit(args.conn.output, &v, |r| {
-        let rows: Vec<Vec<String>> = r["versions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|v| {
-                vec![
-                    format!(
-                        "{}@{}",
-                        v["model"].as_str().unwrap_or_default(),
-                        v["version"].as_str().unwrap_or_default()
-                    ),
-                    v["reason"].as_str().unwrap_or_default().to_owned(),
-                    v["since"].as_str().unwrap_or_default().to_owned(),
-                    v["files"].to_string(),
-                    v["filesKept"].to_string(),
-                ]
-            })
-            .collect();
+        let text = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        let versions = r["versions"].as_array().into_iter().flatten().map(|v| {
+            vec![
+                format!("{}@{}", text(v, "model"), text(v, "version")),
+                text(v, "reason"),
+                text(v, "since"),
+                v["files"].to_string(),
+                v["filesKept"].to_string(),
+            ]
+        });
+        let logged = r["loggedModels"].as_array().into_iter().flatten().map(|m| {
+            vec![
+                format!("{} ({})", text(m, "modelId"), text(m, "name")),
+                "deleted".to_owned(),
+                text(m, "deleted"),
+                m["files"].to_string(),
+                m["filesKept"].to_string(),
+            ]
+        });
+        let rows: Vec<Vec<String>> = versions.chain(logged).collect();
         table(&["VERSION", "REASON", "SINCE", "FILES", "KEPT"], &rows);
         println!(
             "{}{} blobs deleted ({} bytes), {} kept because still used",

@@ -1082,6 +1082,16 @@ fn gateway_requests_are_priced_per_token_in_reports_units_budgets_and_focus() {
     );
     let table = s.ok(ADMIN, &["cost", "units", "--metric", "thousand-inferences"]);
     assert!(table.contains("chat") && table.contains("18.00"), "{table}");
+    // The console's cost page has the same figure in its unit-cost table and chart.
+    let page = get_text(&s, "/console/cost", Auth::Session(ADMIN));
+    assert!(page.contains("id=\"units-inferences\""), "{page}");
+    assert!(
+        // (The template escapes "/" in attributes.)
+        page.contains("data-key=\"chat &#x2f; v1\" data-unit-cost=\"18.00\""),
+        "{page}"
+    );
+    assert!(page.contains("id=\"cost-unit-chart\""), "{page}");
+    assert!(!page.contains("data-key=\"chat-eur"), "{page}");
 
     // The report: team web spent 0.90 on model demo-chat (the model the requests asked for).
     let r = json_out(

@@ -670,6 +670,73 @@ fn artifact_retention_deletes_only_unshared_files_of_due_versions() {
     // Collected once: a second pass finds nothing to do.
     let r = gc(json!({"retention": "1ms"}));
     assert_eq!(r["versions"], json!([]), "{r}");
+    assert_eq!(r["loggedModels"], json!([]), "{r}");
+
+    // MLflow 3 logged models: a deleted one loses its files after the retention, unless a
+    // registered version still uses them; one that is not deleted keeps them.
+    let mut logged = Vec::new();
+    for (name, content) in [
+        ("dropped", &b"dropped-model"[..]),
+        ("registered", b"registered-model"),
+        ("live", b"live-model"),
+    ] {
+        let m = mlflow(
+            "POST",
+            "logged-models",
+            json!({"experiment_id": exp, "name": name}),
+        );
+        let id = m["model"]["info"]["model_id"].as_str().unwrap().to_owned();
+        let path = format!("{exp}/models/{id}/artifacts/MLmodel");
+        put_artifact(&server, &member, &path, content);
+        logged.push((id.clone(), digest_of(&server, &member, &path)));
+    }
+    mlflow(
+        "POST",
+        "model-versions/create",
+        json!({"name": "gc-model", "source": format!("models:/{}", logged[1].0)}),
+    );
+    for (id, _) in &logged[..2] {
+        let (status, body) = call(
+            &server,
+            &member,
+            "DELETE",
+            &format!("/api/2.0/mlflow/logged-models/{id}"),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    // Deleted just now: nothing is due under a year.
+    let r = gc(json!({"retention": "365d"}));
+    assert_eq!(r["loggedModels"], json!([]), "{r}");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let r = gc(json!({"retention": "1ms"}));
+    let went: Vec<(&str, u64, u64)> = r["loggedModels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap(),
+                m["files"].as_u64().unwrap(),
+                m["filesKept"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(went, [("dropped", 1, 0)], "{r}");
+    assert!(!blob_exists(&server, &logged[0].1));
+    assert!(blob_exists(&server, &logged[1].1), "used by gc-model v4");
+    assert!(blob_exists(&server, &logged[2].1), "not deleted");
+    let audit = common::call_ok(
+        &server,
+        ADMIN,
+        "GET",
+        "/api/v1/audit?action=model.artifacts_delete&kind=LoggedModel",
+        None,
+    );
+    assert_eq!(audit.as_array().map(Vec::len), Some(1), "{audit}");
+    assert_eq!(audit[0]["name"], logged[0].0.as_str(), "{audit}");
+    let r = gc(json!({"retention": "1ms"}));
+    assert_eq!(r["loggedModels"], json!([]), "{r}");
 
     // Admins only; a bad retention and a missing default are named.
     let (status, _) = call(

@@ -1030,6 +1030,107 @@ fn models_belong_to_a_team_whose_maintainers_alone_change_them() {
         json_out(&s, &alice, &["model", "show", "churn"])["stages"]["production"],
         "1"
     );
+
+    // MLflow's read routes are scoped the same way: team-b sees its own and team-less models,
+    // never team-a's, which it also may not change (403 naming the owner).
+    let names = |tok: &str, path: &str, list: &str| -> Vec<String> {
+        let v = call_ok(&s, tok, "POST", path, Some(json!({"max_results": 1000})));
+        let mut n: Vec<String> = v[list]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n.dedup();
+        n
+    };
+    let search = "/api/2.0/mlflow/registered-models/search";
+    let versions = "/api/2.0/mlflow/model-versions/search";
+    assert_eq!(
+        names(&viewer_b, search, "registered_models"),
+        ["ranker", "shared"]
+    );
+    assert_eq!(
+        names(&viewer_b, versions, "model_versions"),
+        ["ranker", "shared"]
+    );
+    assert_eq!(
+        names(&viewer_a, search, "registered_models"),
+        ["churn", "shared", "via-mlflow"]
+    );
+    assert_eq!(
+        names(ADMIN, search, "registered_models"),
+        ["churn", "ranker", "shared", "via-mlflow"]
+    );
+    for (path, body) in [
+        ("/api/2.0/mlflow/registered-models/get?name=churn", None),
+        (
+            "/api/2.0/mlflow/model-versions/get?name=churn&version=1",
+            None,
+        ),
+        (
+            "/api/2.0/mlflow/registered-models/alias?name=churn&alias=production",
+            None,
+        ),
+        (
+            "/api/2.0/mlflow/registered-models/get-latest-versions",
+            Some(json!({"name": "churn"})),
+        ),
+    ] {
+        let method = if body.is_some() { "POST" } else { "GET" };
+        let (status, got) = call(&s, &viewer_b, method, path, body);
+        assert_eq!(status, 404, "{path}: {got}");
+        assert_eq!(
+            got["error_code"], "RESOURCE_DOES_NOT_EXIST",
+            "{path}: {got}"
+        );
+    }
+    let (status, got) = call(
+        &s,
+        &viewer_a,
+        "GET",
+        "/api/2.0/mlflow/registered-models/get?name=churn",
+        None,
+    );
+    assert_eq!(status, 200, "{got}");
+    for (method, path, body) in [
+        (
+            "PATCH",
+            "/api/2.0/mlflow/registered-models/update",
+            json!({"name": "churn", "description": "mine now"}),
+        ),
+        (
+            "DELETE",
+            "/api/2.0/mlflow/registered-models/alias",
+            json!({"name": "churn", "alias": "production"}),
+        ),
+        (
+            "POST",
+            "/api/2.0/mlflow/model-versions/set-tag",
+            json!({"name": "churn", "version": "1", "key": "k", "value": "v"}),
+        ),
+        (
+            "DELETE",
+            "/api/2.0/mlflow/model-versions/delete",
+            json!({"name": "churn", "version": "1"}),
+        ),
+    ] {
+        let (status, got) = call(&s, &mallory, method, path, Some(body));
+        assert_eq!(status, 403, "{path}: {got}");
+        assert!(
+            got["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("which belongs to team team-a"),
+            "{path}: {got}"
+        );
+    }
+    assert_eq!(
+        json_out(&s, &alice, &["model", "show", "churn"])["stages"]["production"],
+        "1"
+    );
 }
 
 /// Two demo model servers behind a Deployment `chat` of team-a: v1 answers, v2 (the canary)

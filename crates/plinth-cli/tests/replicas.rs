@@ -3,7 +3,8 @@
 //! from zero with the waiting requests answered, scale-up under concurrent load, scale to zero
 //! after idle, a crashed replica replaced, a changed spec and a deleted Deployment stopping the
 //! processes (their pids gone), replicas of a killed server stopped by the next start, SIGTERM
-//! stopping them all, and one usage row per replica's lifetime with its tags.
+//! stopping them all, and usage rows with their tags: one per interval while a replica runs and
+//! one for the rest of its life, tiling it once across a killed server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -442,5 +443,115 @@ spec:
         err.contains("spec.versions[0].autoscaling.queueTimeoutSeconds"),
         "{err}"
     );
+    assert_eq!(s.terminate(), 0);
+}
+
+/// Starts `plinth serve` on `dir` with a config file setting `replica_usage_interval: 1s`.
+fn start_metering_every_second(dir: &Path) -> (Server, String) {
+    let config = dir.join("server-config.yaml");
+    std::fs::write(&config, "replica_usage_interval: 1s\n").unwrap();
+    let s = Server::start_in(
+        dir,
+        &[
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let (status, gw) = http_json(&s, "GET", "/api/v1/gateway", Auth::Bearer(ADMIN), None);
+    assert_eq!(status, 200, "{gw}");
+    (s, gw["url"].as_str().expect("gateway url").to_string())
+}
+
+/// The rows of one replica (`replica/<id>` and `replica/<id>/<n>`), in time order.
+fn rows_of(s: &Server, id: &str) -> Vec<plinth_store::usage::UsageRow> {
+    let whole = format!("replica/{id}");
+    let part = format!("replica/{id}/");
+    let mut rows: Vec<_> = replica_rows(s)
+        .into_iter()
+        .filter(|r| r.id == whole || r.id.starts_with(&part))
+        .collect();
+    rows.sort_by(|a, b| a.start.cmp(&b.start));
+    rows
+}
+
+#[test]
+fn a_running_replica_writes_its_usage_each_interval_and_a_kill_neither_loses_nor_repeats_any() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(tmp.path().to_path_buf());
+    let (s, _gateway) = start_metering_every_second(tmp.path());
+    s.apply("workspace.yaml", WORKSPACE);
+    // CPUs priced too (0.10 per core-hour), so a CPU-only replica has a cost.
+    s.apply(
+        "priced.yaml",
+        "apiVersion: plinth/v1\nkind: Pool\nmetadata: {name: gpu-a, labels: {region: eu-west}}\nspec: {nodes: 2, cpusPerNode: 32, memoryGibPerNode: 256, accelerator: {type: nvidia-h100, count: 8}, procurement: spot, pricePerGpuHour: 2.5, pricePerNodeHour: 3.2}\n",
+    );
+    apply_chat(&s, "v1", 0, "{minReplicas: 1, maxReplicas: 1}");
+    let (id, pid) = wait_for("one ready replica", 60, || {
+        let r = replicas(&s);
+        let x = r["replicas"].as_array()?.first()?.clone();
+        (x["state"] == "ready").then(|| {
+            (
+                x["id"].as_str().unwrap().to_string(),
+                x["pid"].as_u64().unwrap(),
+            )
+        })
+    });
+    // While it runs, a row per second for the stretch since the last one: numbered, without
+    // an end reason, each starting where the one before ended.
+    let running = wait_for("three running stretches", 30, || {
+        let rows = rows_of(&s, &id);
+        (rows.len() >= 3).then_some(rows)
+    });
+    assert!(alive(pid), "the replica still runs");
+    for (i, r) in running.iter().enumerate() {
+        assert_eq!(r.id, format!("replica/{id}/{}", i + 1), "{running:?}");
+        assert_eq!(r.end_reason, None, "{r:?}");
+        assert_eq!(r.workload, "serving");
+        assert_eq!(r.tags["deployment"], "chat");
+        assert_eq!(r.request_cpus, 2.0);
+        assert!(r.end > r.start, "{r:?}");
+        if i > 0 {
+            assert_eq!(r.start, running[i - 1].end, "{running:?}");
+        }
+    }
+    // Its serving cost shows while it runs: the cost report has spend for chat's team.
+    let report: Value =
+        serde_json::from_str(&s.ok(ADMIN, &["cost", "report", "--by", "team", "-o", "json"]))
+            .unwrap();
+    let team_a = report["report"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"] == json!(["team-a"]) && r["idle"] == false)
+        .cloned()
+        .unwrap_or_else(|| panic!("no team-a spend yet: {report}"));
+    assert!(team_a["cost"].as_f64().unwrap() > 0.0, "{team_a}");
+
+    // SIGKILL of the server: the replica outlives it; the next start stops it and writes
+    // the rest of its life from where the stretches ended, so the rows tile its life once.
+    let data_dir = s.data_dir.clone();
+    drop(s);
+    let (s, _gateway) = start(&data_dir);
+    wait_for("the previous run's replica stopped", 30, || {
+        (!alive(pid)).then_some(())
+    });
+    let rows = wait_for("the replica's last row", 30, || {
+        let rows = rows_of(&s, &id);
+        rows.iter()
+            .any(|r| r.id == format!("replica/{id}"))
+            .then_some(rows)
+    });
+    let last = rows.last().unwrap();
+    assert_eq!(last.id, format!("replica/{id}"), "{rows:?}");
+    assert_eq!(last.end_reason.as_deref(), Some("cancel"), "{last:?}");
+    for w in rows.windows(2) {
+        assert_eq!(
+            w[1].start, w[0].end,
+            "stretches overlap or leave a gap: {rows:?}"
+        );
+    }
+    assert!(rows.len() > running.len(), "{rows:?}");
     assert_eq!(s.terminate(), 0);
 }

@@ -44,6 +44,7 @@ struct FileConfig {
     registry: Option<RegistryFileConfig>,
     otlp_endpoint: Option<String>,
     gateway_upstream_ca_file: Option<PathBuf>,
+    replica_usage_interval: Option<String>,
 }
 
 /// The `cost:` section of the config file.
@@ -147,9 +148,14 @@ pub struct ServerConfig {
     /// kept before the server deletes them (`PLINTH_REGISTRY_ARCHIVED_ARTIFACT_RETENTION`, the
     /// config file's `registry.archived_artifact_retention`, e.g. `30d`); `None`: kept.
     pub archived_artifact_retention: Option<std::time::Duration>,
+    /// How often a running local replica's usage so far is written as a usage row (so its
+    /// serving cost shows while it runs); `PLINTH_REPLICA_USAGE_INTERVAL`, the config file's
+    /// `replica_usage_interval`; default one minute, at least one second.
+    pub replica_usage_interval: std::time::Duration,
 }
 
 pub const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:7879";
+pub const DEFAULT_REPLICA_USAGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 pub const DEFAULT_DATA_DIR: &str = "./plinth-data";
@@ -456,6 +462,34 @@ impl ServerConfig {
                 }
             })?),
         };
+        let (interval, src) = pick(
+            None,
+            e("PLINTH_REPLICA_USAGE_INTERVAL"),
+            file.replica_usage_interval,
+            (
+                "",
+                "PLINTH_REPLICA_USAGE_INTERVAL",
+                &cfg_field("replica_usage_interval"),
+            ),
+        );
+        let replica_usage_interval = match interval.as_deref() {
+            None => DEFAULT_REPLICA_USAGE_INTERVAL,
+            Some(text) => match plinth_types::job::parse_duration(text) {
+                Ok(d) if d >= std::time::Duration::from_secs(1) => d,
+                Ok(_) => {
+                    return Err(ConfigError::Invalid {
+                        source_name: src,
+                        message: format!("{text:?} is shorter than the least interval, 1s"),
+                    });
+                }
+                Err(message) => {
+                    return Err(ConfigError::Invalid {
+                        source_name: src,
+                        message,
+                    });
+                }
+            },
+        };
         let otel_env = env
             .iter()
             .filter(|(k, _)| k.starts_with("OTEL_"))
@@ -482,6 +516,7 @@ impl ServerConfig {
             otel_env,
             gateway_upstream_ca_file,
             archived_artifact_retention,
+            replica_usage_interval,
         })
     }
 }

@@ -360,6 +360,82 @@ pub(crate) async fn dispatch(
     }
 }
 
+/// What a registry route does to the model its `name` parameter names, for team scoping.
+enum ModelAccess {
+    /// Reads it: another team's model is answered as not found, like every object of
+    /// another team.
+    Read,
+    /// Changes it (what the refusal says): a member of its team, or an admin; others get 403
+    /// naming the owning team.
+    Change(&'static str),
+}
+
+fn model_access(method: &str, path: &str) -> Option<ModelAccess> {
+    use ModelAccess::{Change, Read};
+    Some(match (method, path) {
+        ("GET", "registered-models/get")
+        | ("POST" | "GET", "registered-models/get-latest-versions")
+        | ("GET", "registered-models/alias")
+        | ("GET", "model-versions/get")
+        | ("GET", "model-versions/get-download-uri") => Read,
+        ("POST", "registered-models/rename") => Change("rename"),
+        ("PATCH", "registered-models/update") => Change("update"),
+        ("DELETE", "registered-models/delete") => Change("delete"),
+        ("POST", "registered-models/set-tag") | ("DELETE", "registered-models/delete-tag") => {
+            Change("change the tags")
+        }
+        ("POST" | "DELETE", "registered-models/alias") => Change("change the aliases"),
+        ("PATCH", "model-versions/update") => Change("update versions"),
+        ("DELETE", "model-versions/delete") => Change("delete versions"),
+        ("POST", "model-versions/set-tag") | ("DELETE", "model-versions/delete-tag") => {
+            Change("change version tags")
+        }
+        ("POST", "model-versions/transition-stage") => Change("transition versions"),
+        _ => return None,
+    })
+}
+
+/// Of the models or versions on a search page, those `who` may see (every one for an admin):
+/// `team` gives an item's team when the item carries it, else the team of each distinct model
+/// is read once.
+async fn visible<T>(
+    s: &plinth_store::Store,
+    who: &Identity,
+    items: Vec<T>,
+    team: impl Fn(&T) -> Option<Option<String>>,
+    name: impl Fn(&T) -> &str,
+) -> Result<Vec<T>, MlflowError> {
+    if who.is_admin() {
+        return Ok(items);
+    }
+    let mut teams: std::collections::HashMap<String, Option<String>> = Default::default();
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let t = match team(&item) {
+            Some(t) => t,
+            None => {
+                let n = name(&item).to_owned();
+                match teams.get(&n) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t = match lifecycle::model_team(s, &n).await {
+                            Ok(t) => t,
+                            // Deleted meanwhile: not shown.
+                            Err(_) => continue,
+                        };
+                        teams.insert(n, t.clone());
+                        t
+                    }
+                }
+            }
+        };
+        if lifecycle::may_read(who, t.as_deref()) {
+            out.push(item);
+        }
+    }
+    Ok(out)
+}
+
 async fn route(
     st: &RegistryState,
     who: &Identity,
@@ -370,6 +446,17 @@ async fn route(
     let s = &st.store;
     let now = now_ms();
     let m = method.as_str();
+    // Team scoping of registered models, as on Plinth's own routes.
+    match model_access(m, path) {
+        Some(ModelAccess::Read) => {
+            lifecycle::check_visible(s, who, &r.str("name")?).await?;
+        }
+        Some(ModelAccess::Change(doing)) => {
+            // Refused with 403 naming the owning team, as on Plinth's routes.
+            lifecycle::authorize_model(s, who, &r.str("name")?, Role::Member, doing).await?;
+        }
+        None => {}
+    }
     match (m, path) {
         // --- server ----------------------------------------------------------------------
         // MLflow 3 clients probe this for optional capabilities; Plinth offers none of them.
@@ -719,8 +806,17 @@ async fn route(
                     page_token: r.opt_str("page_token")?,
                 })
                 .await?;
+            // Another team's models are left out (a page may come back shorter).
+            let items = visible(
+                s,
+                who,
+                page.items,
+                |m| Some(lifecycle::team_of_tags(&m.tags)),
+                |m| &m.name,
+            )
+            .await?;
             Ok(put_page(
-                json!({"registered_models": page.items}),
+                json!({"registered_models": items}),
                 page.next_page_token,
             ))
         }
@@ -858,8 +954,9 @@ async fn route(
                     page_token: r.opt_str("page_token")?,
                 })
                 .await?;
+            let items = visible(s, who, page.items, |_| None, |v| &v.name).await?;
             Ok(put_page(
-                json!({"model_versions": page.items}),
+                json!({"model_versions": items}),
                 page.next_page_token,
             ))
         }

@@ -10,6 +10,10 @@
 //! artifact path of any run, model or version refers to its digest any more. The version itself
 //! stays, with the tag `plinth.artifacts_deleted` saying when and why, and each collection is
 //! one audit event (`model.artifacts_delete`).
+//!
+//! MLflow 3 logged models deleted (`DELETE logged-models/<id>`, which only marks them) longer
+//! ago than the retention lose their artifacts the same way: files a registered version that
+//! is not due still uses (a version registered from the model) are kept.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -47,6 +51,21 @@ pub struct CollectedVersion {
     pub files_kept: u64,
 }
 
+/// One deleted logged model whose artifacts were (or, in a dry run, would be) deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectedLoggedModel {
+    pub model_id: String,
+    pub name: String,
+    /// When it was deleted, RFC 3339.
+    pub deleted: String,
+    /// Its artifact directory (relative to the artifact root).
+    pub artifact_path: String,
+    pub files: u64,
+    /// Files kept because a registered version that is not due uses them.
+    pub files_kept: u64,
+}
+
 /// What one collection did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -55,6 +74,9 @@ pub struct GcReport {
     /// The retention applied, in seconds.
     pub retention_seconds: u64,
     pub versions: Vec<CollectedVersion>,
+    /// Deleted MLflow 3 logged models whose artifacts went.
+    #[serde(default)]
+    pub logged_models: Vec<CollectedLoggedModel>,
     /// Content blobs deleted (referred to by nothing any more).
     pub blobs_deleted: u64,
     /// Bytes of the blobs deleted.
@@ -121,6 +143,72 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The files under `dir`: (files to delete, files kept because a protected directory holds
+/// them, their paths); the digests of the files to delete join `digests`.
+async fn split_files(
+    store: &Store,
+    dir: &str,
+    protected: &[String],
+    digests: &mut BTreeSet<String>,
+) -> Result<(u64, u64, Vec<String>), MlflowError> {
+    let (mut files, mut kept, mut paths) = (0, 0, Vec::new());
+    for e in store.list_artifacts(dir).await? {
+        if protected
+            .iter()
+            .any(|p| under(&e.path, p) || under(p, &e.path))
+        {
+            kept += 1;
+        } else {
+            files += 1;
+            digests.insert(e.digest.clone());
+            paths.push(e.path);
+        }
+    }
+    Ok((files, kept, paths))
+}
+
+/// What one collection of a version's or a logged model's files records in the audit log.
+struct Collected<'a> {
+    kind: &'static str,
+    name: String,
+    reason: &'a str,
+    since: String,
+    dir: Option<&'a str>,
+    files: u64,
+    kept: u64,
+}
+
+async fn audit_collection(
+    store: &Store,
+    actor: &str,
+    retention: Duration,
+    c: Collected<'_>,
+) -> Result<(), MlflowError> {
+    let event = NewAuditEvent {
+        ts: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+        actor: actor.to_owned(),
+        action: "model.artifacts_delete".into(),
+        kind: c.kind.into(),
+        name: c.name,
+        team: None,
+        before_digest: None,
+        after_digest: None,
+        detail: json!({
+            "reason": c.reason,
+            "since": c.since,
+            "retentionSeconds": retention.as_secs(),
+            "artifactPath": c.dir,
+            "files": c.files,
+            "filesKept": c.kept,
+        }),
+    };
+    store
+        .commit(Batch::new().event(event))
+        .await
+        .map_err(MlflowError::from)?;
+    Ok(())
+}
+
 /// Deletes the artifacts of every version due under `retention` at `now_ms` (nothing is
 /// changed with `dry_run`), and reports what went.
 pub async fn collect(
@@ -168,23 +256,10 @@ pub async fn collect(
     let _guard = st.gc_lock.write().await;
     let mut digests = BTreeSet::new();
     for (mv, reason, since, dir) in due_versions {
-        let mut files = 0;
-        let mut kept = 0;
-        let mut paths = Vec::new();
-        if let Some(dir) = &dir {
-            for e in store.list_artifacts(dir).await? {
-                if protected
-                    .iter()
-                    .any(|p| under(&e.path, p) || under(p, &e.path))
-                {
-                    kept += 1;
-                } else {
-                    files += 1;
-                    digests.insert(e.digest.clone());
-                    paths.push(e.path);
-                }
-            }
-        }
+        let (files, kept, paths) = match &dir {
+            Some(dir) => split_files(store, dir, &protected, &mut digests).await?,
+            None => (0, 0, Vec::new()),
+        };
         let note = format!(
             "{}: {reason} since {} and kept for {}s; {files} files deleted",
             rfc3339(now_ms),
@@ -200,28 +275,16 @@ pub async fn collect(
                     &KeyValue::new(TAG_ARTIFACTS_DELETED, note.clone()),
                 )
                 .await?;
-            let event = NewAuditEvent {
-                ts: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
-                actor: actor.to_owned(),
-                action: "model.artifacts_delete".into(),
-                kind: "ModelVersion".into(),
+            let c = Collected {
+                kind: "ModelVersion",
                 name: format!("{}@{}", mv.name, mv.version),
-                team: None,
-                before_digest: None,
-                after_digest: None,
-                detail: json!({
-                    "reason": reason,
-                    "since": rfc3339(since),
-                    "retentionSeconds": retention.as_secs(),
-                    "artifactPath": dir,
-                    "files": files,
-                    "filesKept": kept,
-                }),
+                reason,
+                since: rfc3339(since),
+                dir: dir.as_deref(),
+                files,
+                kept,
             };
-            store
-                .commit(Batch::new().event(event))
-                .await
-                .map_err(MlflowError::from)?;
+            audit_collection(store, actor, retention, c).await?;
         }
         report.versions.push(CollectedVersion {
             model: mv.name,
@@ -229,6 +292,47 @@ pub async fn collect(
             reason: reason.into(),
             since: rfc3339(since),
             artifact_path: dir.unwrap_or_default(),
+            files,
+            files_kept: kept,
+        });
+    }
+    for lm in store
+        .deleted_logged_models(now_ms.saturating_sub(retention_ms))
+        .await?
+    {
+        let Some(dir) = lm
+            .info
+            .artifact_uri
+            .strip_prefix(ARTIFACT_SCHEME)
+            .map(|p| p.trim_matches('/').to_owned())
+            .filter(|p| !p.is_empty())
+        else {
+            continue;
+        };
+        let (files, kept, paths) = split_files(store, &dir, &protected, &mut digests).await?;
+        if files == 0 {
+            // Collected before, or everything is still in use.
+            continue;
+        }
+        let deleted = rfc3339(lm.info.last_updated_timestamp_ms);
+        if !dry_run {
+            store.delete_artifact_paths(&paths).await?;
+            let c = Collected {
+                kind: "LoggedModel",
+                name: lm.info.model_id.clone(),
+                reason: "deleted",
+                since: deleted.clone(),
+                dir: Some(&dir),
+                files,
+                kept,
+            };
+            audit_collection(store, actor, retention, c).await?;
+        }
+        report.logged_models.push(CollectedLoggedModel {
+            model_id: lm.info.model_id,
+            name: lm.info.name,
+            deleted,
+            artifact_path: dir,
             files,
             files_kept: kept,
         });
@@ -241,6 +345,12 @@ pub async fn collect(
                 .versions
                 .iter()
                 .map(|v| v.artifact_path.as_str())
+                .chain(
+                    report
+                        .logged_models
+                        .iter()
+                        .map(|m| m.artifact_path.as_str()),
+                )
                 .filter(|d| !d.is_empty());
             let mut n = refs.len();
             for path in &refs {
@@ -288,11 +398,12 @@ pub fn spawn_sweeper(st: RegistryState, retention: Duration, every: Duration) {
             tokio::time::sleep(every).await;
             let now = Utc::now().timestamp_millis();
             match collect(&st, "system", retention, now, false).await {
-                Ok(r) if !r.versions.is_empty() => tracing::info!(
+                Ok(r) if !r.versions.is_empty() || !r.logged_models.is_empty() => tracing::info!(
                     versions = r.versions.len(),
+                    logged_models = r.logged_models.len(),
                     blobs = r.blobs_deleted,
                     bytes = r.bytes_freed,
-                    "deleted artifacts of archived and sunset model versions"
+                    "deleted artifacts of archived and sunset model versions and deleted logged models"
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e.message, "artifact retention sweep failed"),

@@ -1511,8 +1511,10 @@ pub struct BudgetLabel {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
-/// Spend and budget gauges, refreshed at each scrape.
+/// Spend and budget gauges, refreshed by a scrape at most every [`GUARD_TTL`] (a scraper polling
+/// faster gets the figures of the last refresh; computing them reads the month's usage).
 pub struct CostMetrics {
+    refreshed: std::sync::Mutex<Option<Instant>>,
     spend: Family<TeamLabel, FloatGauge>,
     idle: FloatGauge,
     budget_spent: Family<BudgetLabel, FloatGauge>,
@@ -1525,6 +1527,7 @@ pub struct CostMetrics {
 impl CostMetrics {
     pub fn register(registry: &mut Registry) -> CostMetrics {
         let m = CostMetrics {
+            refreshed: std::sync::Mutex::new(None),
             spend: Family::default(),
             idle: FloatGauge::default(),
             budget_spent: Family::default(),
@@ -1571,8 +1574,16 @@ impl CostMetrics {
         m
     }
 
-    /// Recomputes the gauges from the store; a failure leaves them as they were.
+    /// Recomputes the gauges from the store unless that was done less than [`GUARD_TTL`] ago;
+    /// a failure leaves them as they were.
     pub async fn refresh(&self, store: &Store) {
+        {
+            let mut last = self.refreshed.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < GUARD_TTL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
         let now = Utc::now();
         match build_report(
             store,

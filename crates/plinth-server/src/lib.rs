@@ -205,6 +205,7 @@ pub async fn serve(
                 store.clone(),
                 Arc::clone(g),
                 config.data_dir.join("replicas"),
+                config.replica_usage_interval,
             )
             .map_err(|message| ServeError::DataDir {
                 path: config.data_dir.join("replicas").display().to_string(),

@@ -201,14 +201,14 @@ impl Metrics {
     /// Refreshes store gauges, then renders the text exposition format.
     pub async fn render(&self, state: &AppState) -> String {
         let store = state.platform.store();
-        for k in plinth_config::kinds::KINDS {
-            if let Ok(list) = store.list_objects(k.name).await {
-                let n = i64::try_from(list.len()).unwrap_or(i64::MAX);
+        // Counted by the database: a scrape never reads the (possibly many) documents.
+        if let Ok(counts) = store.count_objects_by_kind().await {
+            for k in plinth_config::kinds::KINDS {
                 self.objects
                     .get_or_create(&KindLabels {
                         kind: k.name.to_string(),
                     })
-                    .set(n);
+                    .set(counts.get(k.name).copied().unwrap_or(0));
             }
         }
         self.cost.refresh(store).await;

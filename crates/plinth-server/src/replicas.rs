@@ -14,9 +14,13 @@
 //!
 //! A deleted deployment or a changed `replicas` spec stops the old processes; server shutdown
 //! stops them all; at start, replicas left by a previous run (a `kill -9`) are found through
-//! `Executor::recover` and stopped. Each replica's lifetime becomes one usage row (source
-//! `replica`, workload `serving`, its pool, CPU and GPU requests, CPU used) tagged with team,
-//! deployment, version and model, priced by the cost engine like a job attempt.
+//! `Executor::recover` and stopped. A replica's life becomes usage rows (source `replica`,
+//! workload `serving`, its pool, CPU and GPU requests, CPU used) tagged with team, deployment,
+//! version and model, priced by the cost engine like a job attempt: while it runs, one row per
+//! `replica_usage_interval` (default a minute) for the stretch since the last
+//! (`replica/<id>/<n>`), and when it ends one for the rest (`replica/<id>`). How far the rows
+//! go, and the rows not yet known to be stored, are kept in `meter.json` in the replica's
+//! directory, so a restart neither loses nor double-counts a stretch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -24,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use plinth_exec::{
     AttemptId, AttemptSpec, AttemptStatus, Executor, ExitKind, GpuSlot, LogStream, Outcome,
     RecoveredState, StopReason, SupervisorProgram,
@@ -34,6 +38,7 @@ use plinth_gateway::replicas::{Endpoint, ReplicaInfo, ReplicasView};
 use plinth_gateway::{Gateway, ReplicaTarget};
 use plinth_store::Store;
 use plinth_store::usage::UsageRow;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
@@ -50,6 +55,38 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// A draining replica is stopped once idle, or after this long.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 const STATES: [&str; 4] = ["starting", "ready", "draining", "stopping"];
+/// In a replica's attempt directory: how far its usage has been written.
+const METER_FILE: &str = "meter.json";
+
+/// How far a replica's usage has been written as rows.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MeterCursor {
+    /// End of the last stretch written; `None`: none yet (the first starts with the replica).
+    until: Option<DateTime<Utc>>,
+    /// CPU-seconds counted in the stretches written.
+    cpu_seconds: f64,
+    /// Stretches written so far (the next one's number is this plus one).
+    parts: u32,
+    /// Rows written here but not yet known to be stored; sent again until they are (the store
+    /// takes a row it already holds as a no-op).
+    pending: Vec<UsageRow>,
+}
+
+fn read_cursor(dir: &std::path::Path) -> MeterCursor {
+    std::fs::read(dir.join(METER_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Writes the cursor through a temporary file and a rename, so a crash leaves the old or the
+/// new one.
+fn write_cursor(dir: &std::path::Path, c: &MeterCursor) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{METER_FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec(c).map_err(std::io::Error::other)?)?;
+    std::fs::rename(&tmp, dir.join(METER_FILE))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -81,6 +118,11 @@ struct Replica {
     gpus: Vec<u32>,
     last_check: Instant,
     health_failures: u32,
+    /// What each usage row of this replica carries (pool, procurement, tags, start); `None`
+    /// for a replica of a previous run, which is only stopped.
+    meter: Option<plinth_exec::UsageRecord>,
+    /// When its usage so far was last written.
+    metered_at: Instant,
 }
 
 struct Group {
@@ -116,6 +158,8 @@ pub struct Replicas {
     store: Store,
     ctl: Mutex<Ctl>,
     stopping: AtomicBool,
+    /// How often a running replica's usage so far is written.
+    usage_interval: Duration,
 }
 
 fn now_str() -> String {
@@ -195,8 +239,10 @@ fn describe_exit(exit: &ExitKind) -> String {
     }
 }
 
-/// The usage row of one replica's lifetime, from the outcome the executor metered.
-pub fn replica_row(u: &plinth_exec::UsageRecord) -> UsageRow {
+/// The usage row of a stretch of one replica's life as the executor metered it: the last
+/// stretch (or the whole life) when `part` is `None` (id `replica/<id>`, with the end reason),
+/// else running stretch number `part` (id `replica/<id>/<part>`).
+pub fn replica_row(u: &plinth_exec::UsageRecord, part: Option<u32>) -> UsageRow {
     let per_second = |x: f64| {
         if u.wall_seconds > 0.0 && x.is_finite() {
             (x / u.wall_seconds).max(0.0)
@@ -213,7 +259,10 @@ pub fn replica_row(u: &plinth_exec::UsageRecord) -> UsageRow {
     };
     UsageRow {
         source: SOURCE_REPLICA.into(),
-        id: format!("replica/{}", u.job_id),
+        id: match part {
+            None => format!("replica/{}", u.job_id),
+            Some(n) => format!("replica/{}/{n}", u.job_id),
+        },
         workload: "serving".into(),
         workload_name: u
             .tags
@@ -235,17 +284,42 @@ pub fn replica_row(u: &plinth_exec::UsageRecord) -> UsageRow {
         tags: u.tags.clone(),
         model_version: u.tags.get("version").cloned(),
         inferences: 0,
-        end_reason: Some(u.end_reason.as_str().into()),
+        end_reason: part.is_none().then(|| u.end_reason.as_str().into()),
+    }
+}
+
+/// `u` (a whole life) from `from` on: what is left after the stretches already written, which
+/// counted `cpu_before` CPU-seconds. The GPUs are held all along, so their seconds scale with
+/// the time.
+fn rest_of(
+    u: &plinth_exec::UsageRecord,
+    from: DateTime<Utc>,
+    cpu_before: f64,
+) -> plinth_exec::UsageRecord {
+    let from = from.clamp(u.started_at, u.ended_at.max(u.started_at));
+    let gpus = if u.wall_seconds > 0.0 {
+        u.gpu_seconds / u.wall_seconds
+    } else {
+        0.0
+    };
+    let wall = (u.ended_at - from).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+    plinth_exec::UsageRecord {
+        started_at: from,
+        wall_seconds: wall,
+        gpu_seconds: gpus * wall,
+        cpu_seconds: (u.cpu_seconds - cpu_before).max(0.0),
+        ..u.clone()
     }
 }
 
 impl Replicas {
     /// Opens the executor under `root` and starts the controller: replicas left by a previous
-    /// run are stopped first.
+    /// run are stopped first. A running replica's usage is written every `usage_interval`.
     pub fn start(
         store: Store,
         server: Arc<crate::gateway::ServerGateway>,
         root: PathBuf,
+        usage_interval: Duration,
     ) -> Result<Arc<Replicas>, String> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot locate this program for the supervisor: {e}"))?;
@@ -261,6 +335,7 @@ impl Replicas {
             store,
             ctl: Mutex::new(Ctl::default()),
             stopping: AtomicBool::new(false),
+            usage_interval,
         });
         let run = Arc::clone(&me);
         tokio::spawn(async move {
@@ -331,6 +406,8 @@ impl Replicas {
                         gpus: Vec::new(),
                         last_check: Instant::now(),
                         health_failures: 0,
+                        meter: None,
+                        metered_at: Instant::now(),
                     };
                     self.retire(&mut ctl, replica);
                 }
@@ -344,17 +421,74 @@ impl Replicas {
     /// Records an ended replica's usage and removes its directory (kept when the row could
     /// not be stored, so the next start tries again).
     async fn ended(&self, o: &Outcome) {
-        let row = replica_row(&o.usage);
-        match self.store.record_usage(std::slice::from_ref(&row)).await {
+        let dir = self.exec.attempt_dir(&o.id).ok();
+        let cursor = dir.as_deref().map(read_cursor).unwrap_or_default();
+        let last = match cursor.until {
+            Some(from) => rest_of(&o.usage, from, cursor.cpu_seconds),
+            None => o.usage.clone(),
+        };
+        let mut rows = cursor.pending;
+        rows.push(replica_row(&last, None));
+        match self.store.record_usage(&rows).await {
             Ok(_) => {
-                if let Ok(dir) = self.exec.attempt_dir(&o.id)
-                    && let Some(parent) = dir.parent()
-                {
+                if let Some(parent) = dir.as_deref().and_then(std::path::Path::parent) {
                     let _ = std::fs::remove_dir_all(parent);
                 }
             }
             Err(e) => {
                 tracing::warn!(replica = %o.id.job_id, error = %e, "replicas: usage not stored yet; kept for the next start");
+            }
+        }
+    }
+
+    /// Writes a running replica's usage since the last stretch as one row, once per interval:
+    /// the stretch up to the executor's latest sample, the replica's GPUs held throughout and
+    /// the CPU it used meanwhile. The cursor file is written before the store, so a crash in
+    /// between sends the same row again.
+    async fn meter(&self, r: &mut Replica, snapshot: Option<&plinth_exec::Snapshot>) {
+        let (Some(base), Some(s)) = (&r.meter, snapshot) else {
+            return;
+        };
+        if r.metered_at.elapsed() < self.usage_interval {
+            return;
+        }
+        r.metered_at = Instant::now();
+        let Ok(dir) = self.exec.attempt_dir(&r.id) else {
+            return;
+        };
+        let mut c = read_cursor(&dir);
+        let from = c.until.unwrap_or(base.started_at);
+        let wall = (s.sampled_at - from).num_microseconds().unwrap_or(0) as f64 / 1e6;
+        if wall > 0.0 {
+            let stretch = plinth_exec::UsageRecord {
+                started_at: from,
+                ended_at: s.sampled_at,
+                wall_seconds: wall,
+                gpu_seconds: r.gpus.len() as f64 * wall,
+                cpu_seconds: (s.cpu_seconds - c.cpu_seconds).max(0.0),
+                ..base.clone()
+            };
+            c.parts += 1;
+            c.pending.push(replica_row(&stretch, Some(c.parts)));
+            c.until = Some(s.sampled_at);
+            c.cpu_seconds = s.cpu_seconds.max(c.cpu_seconds);
+            if let Err(e) = write_cursor(&dir, &c) {
+                tracing::warn!(replica = %r.id.job_id, error = %e, "replicas: cannot write the usage cursor; retrying");
+                return;
+            }
+        }
+        if c.pending.is_empty() {
+            return;
+        }
+        match self.store.record_usage(&c.pending).await {
+            Ok(_) => {
+                c.pending.clear();
+                if let Err(e) = write_cursor(&dir, &c) {
+                    tracing::warn!(replica = %r.id.job_id, error = %e, "replicas: cannot write the usage cursor");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(replica = %r.id.job_id, error = %e, "replicas: usage not stored yet; sent again next time");
             }
         }
     }
@@ -492,7 +626,9 @@ impl Replicas {
                     self.ended(&o).await;
                     continue;
                 }
-                Ok(AttemptStatus::Running { .. }) => {}
+                Ok(AttemptStatus::Running { snapshot, .. }) => {
+                    self.meter(&mut r, snapshot.as_ref()).await;
+                }
                 Err(e) => {
                     tracing::warn!(replica = %r.id.job_id, error = %e, "replicas: lost track of a replica");
                     continue;
@@ -720,7 +856,7 @@ impl Replicas {
         a.pool = spec.pool.clone();
         a.procurement = procurement;
         let team = self.server.team_of(&t.deployment).unwrap_or_default();
-        a.tags = [
+        let tags: BTreeMap<String, String> = [
             ("team", team),
             ("deployment", t.deployment.clone()),
             ("version", t.version.clone()),
@@ -732,6 +868,7 @@ impl Replicas {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        a.tags = tags.clone();
         let exec = Arc::clone(&self.exec);
         let id = a.id();
         let started = match tokio::task::spawn_blocking(move || exec.start(a)).await {
@@ -758,6 +895,20 @@ impl Replicas {
             started: Instant::now(),
             started_at: now_str(),
             state: State::Starting,
+            meter: Some(plinth_exec::UsageRecord {
+                job_id: id.job_id.clone(),
+                attempt: id.attempt,
+                pool: spec.pool.clone(),
+                procurement,
+                gpu_seconds: 0.0,
+                cpu_seconds: 0.0,
+                wall_seconds: 0.0,
+                started_at: started.started_at,
+                ended_at: started.started_at,
+                end_reason: plinth_exec::EndReason::Completed,
+                tags,
+            }),
+            metered_at: Instant::now(),
             gpus,
             last_check: Instant::now(),
             health_failures: 0,
@@ -798,12 +949,13 @@ impl Replicas {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_replica_lifetime_becomes_a_priced_serving_row() {
+    /// A replica's whole life as the executor meters it: 100 s from 10:00 on 2026-11-02 with 2
+    /// GPUs (200 GPU-seconds) and 50 CPU-seconds, stopped by a cancel.
+    fn life(tags: &[(&str, &str)]) -> plinth_exec::UsageRecord {
         let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-02T10:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let u = plinth_exec::UsageRecord {
+        plinth_exec::UsageRecord {
             job_id: "r-chat-v1-abcd1234".into(),
             attempt: 1,
             pool: "local".into(),
@@ -814,19 +966,24 @@ mod tests {
             started_at: t0,
             ended_at: t0 + chrono::Duration::seconds(100),
             end_reason: plinth_exec::EndReason::Cancel,
-            tags: [
-                ("team", "research"),
-                ("deployment", "chat"),
-                ("version", "v1"),
-                ("model", "gpt-x"),
-                ("cpus", "2"),
-                ("memoryGib", "8"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        };
-        let row = replica_row(&u);
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_replica_lifetime_becomes_a_priced_serving_row() {
+        let u = life(&[
+            ("team", "research"),
+            ("deployment", "chat"),
+            ("version", "v1"),
+            ("model", "gpt-x"),
+            ("cpus", "2"),
+            ("memoryGib", "8"),
+        ]);
+        let row = replica_row(&u, None);
         row.check().unwrap();
         assert_eq!(row.source, "replica");
         assert_eq!(row.id, "replica/r-chat-v1-abcd1234");
@@ -846,6 +1003,61 @@ mod tests {
         assert!(
             matches!(rec.workload, plinth_cost::Workload::Serving { ref deployment } if deployment == "chat")
         );
+    }
+
+    #[test]
+    fn running_stretches_and_the_rest_add_up_to_the_whole_life() {
+        let whole = life(&[("deployment", "chat")]);
+        let t0 = whole.started_at;
+        // A first stretch of 60 s with 20 CPU-seconds was written while it ran.
+        let first = plinth_exec::UsageRecord {
+            ended_at: t0 + chrono::Duration::seconds(60),
+            wall_seconds: 60.0,
+            gpu_seconds: 120.0,
+            cpu_seconds: 20.0,
+            ..whole.clone()
+        };
+        let row = replica_row(&first, Some(1));
+        assert_eq!(row.id, "replica/r-chat-v1-abcd1234/1");
+        assert_eq!(row.end_reason, None);
+        assert_eq!(row.end, "2026-11-02T10:01:00.000000Z");
+        assert_eq!((row.request_gpus, row.usage_cpus), (2.0, 20.0 / 60.0));
+        // The rest: the last 40 s, 2 GPUs still, the other 30 CPU-seconds.
+        let rest = rest_of(&whole, first.ended_at, 20.0);
+        assert_eq!(rest.started_at, first.ended_at);
+        assert_eq!(
+            (rest.wall_seconds, rest.gpu_seconds, rest.cpu_seconds),
+            (40.0, 80.0, 30.0)
+        );
+        let last = replica_row(&rest, None);
+        assert_eq!(last.id, "replica/r-chat-v1-abcd1234");
+        assert_eq!(last.start, "2026-11-02T10:01:00.000000Z");
+        assert_eq!(last.end_reason.as_deref(), Some("cancel"));
+        assert_eq!((last.request_gpus, last.usage_cpus), (2.0, 0.75));
+        // A cursor past the end (clock skew) leaves an empty rest, never a negative one.
+        let none = rest_of(&whole, t0 + chrono::Duration::seconds(500), 60.0);
+        assert_eq!((none.wall_seconds, none.cpu_seconds), (0.0, 0.0));
+    }
+
+    #[test]
+    fn the_usage_cursor_survives_a_round_trip_and_a_missing_file_is_a_fresh_start() {
+        let dir = std::env::temp_dir().join(format!(
+            "plinth-meter-{}-{}",
+            std::process::id(),
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(read_cursor(&dir), MeterCursor::default());
+        let c = MeterCursor {
+            until: Some(Utc::now()),
+            cpu_seconds: 1.5,
+            parts: 2,
+            pending: Vec::new(),
+        };
+        write_cursor(&dir, &c).unwrap();
+        assert_eq!(read_cursor(&dir), c);
+        assert!(!dir.join("meter.json.tmp").exists());
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -184,6 +184,29 @@ impl Store {
         rows.iter().map(|r| self.object_from_row(r)).collect()
     }
 
+    /// The number of objects of each kind that has any (one query, nothing decoded).
+    pub async fn count_objects_by_kind(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        let what = "counting objects";
+        let rows = self
+            .pools()
+            .fetch_all(
+                "SELECT kind, COUNT(*) AS n FROM objects GROUP BY kind",
+                args![],
+            )
+            .await
+            .map_err(self.ctx().err(what))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.text("kind").map_err(self.ctx().err(what))?,
+                    r.int("n").map_err(self.ctx().err(what))?,
+                ))
+            })
+            .collect()
+    }
+
     pub async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
         let what = format!("reading token {id:?}");
         let row = self

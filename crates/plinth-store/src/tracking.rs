@@ -26,6 +26,41 @@ const TRACKING_LOCK: i64 = 0x706c_696e_7468_0003;
 /// Rows per multi-row metric insert (5 binds each).
 const METRIC_CHUNK: usize = 200;
 
+/// `($1, …, $cols), ($cols+1, …), …` for a multi-row `VALUES` of `rows` rows.
+fn placeholders(rows: usize, cols: usize) -> String {
+    let mut sql = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(r * cols + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// The arguments of metric rows `(run_id, key, step, timestamp, value)`, in `placeholders` order.
+fn metric_args<'a>(run_id: &str, metrics: impl Iterator<Item = &'a Metric>) -> Vec<Arg> {
+    let mut a = Vec::new();
+    for m in metrics {
+        a.extend([
+            Arg::from(run_id),
+            Arg::from(m.key.as_str()),
+            Arg::Int(m.step),
+            Arg::Int(m.timestamp),
+            Arg::Float(m.value),
+        ]);
+    }
+    a
+}
+
 /// The largest `max_results` a search accepts.
 pub const MAX_SEARCH_RESULTS: i64 = 50_000;
 
@@ -1420,34 +1455,16 @@ impl Store {
             }
         }
         for chunk in metrics.chunks(METRIC_CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO mlflow_metrics (run_id, key, step, timestamp, value) VALUES ",
+            let sql = format!(
+                "INSERT INTO mlflow_metrics (run_id, key, step, timestamp, value) VALUES {}",
+                placeholders(chunk.len(), 5)
             );
-            let mut a = Vec::with_capacity(chunk.len() * 5);
-            for (i, m) in chunk.iter().enumerate() {
-                let b = i * 5;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
-                ));
-                a.extend([
-                    Arg::from(run_id),
-                    Arg::from(m.key.as_str()),
-                    Arg::Int(m.step),
-                    Arg::Int(m.timestamp),
-                    Arg::Float(m.value),
-                ]);
-            }
-            tx.execute_dyn(sql, a).await.map_err(ctx.err(what))?;
+            tx.execute_dyn(sql, metric_args(run_id, chunk.iter()))
+                .await
+                .map_err(ctx.err(what))?;
         }
-        // The latest of each key in this batch, then one guarded upsert per key.
+        // The latest of each key in this batch, then guarded multi-row upserts (each key once
+        // per statement, as PostgreSQL requires).
         let mut latest: BTreeMap<&str, &Metric> = BTreeMap::new();
         for m in metrics {
             let e = latest.entry(m.key.as_str()).or_insert(m);
@@ -1457,10 +1474,11 @@ impl Store {
                 *e = m;
             }
         }
-        for m in latest.values() {
-            tx.execute(
+        let latest: Vec<&Metric> = latest.into_values().collect();
+        for chunk in latest.chunks(METRIC_CHUNK) {
+            let sql = format!(
                 "INSERT INTO mlflow_latest_metrics (run_id, key, step, timestamp, value) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id, key) DO UPDATE SET \
+                 VALUES {} ON CONFLICT (run_id, key) DO UPDATE SET \
                  step = excluded.step, timestamp = excluded.timestamp, value = excluded.value \
                  WHERE excluded.step > mlflow_latest_metrics.step \
                  OR (excluded.step = mlflow_latest_metrics.step \
@@ -1468,10 +1486,11 @@ impl Store {
                  OR (excluded.step = mlflow_latest_metrics.step \
                      AND excluded.timestamp = mlflow_latest_metrics.timestamp \
                      AND excluded.value > mlflow_latest_metrics.value)",
-                args![run_id, m.key.as_str(), m.step, m.timestamp, m.value],
-            )
-            .await
-            .map_err(ctx.err(what))?;
+                placeholders(chunk.len(), 5)
+            );
+            tx.execute_dyn(sql, metric_args(run_id, chunk.iter().copied()))
+                .await
+                .map_err(ctx.err(what))?;
         }
         Ok(())
     }

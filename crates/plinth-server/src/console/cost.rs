@@ -1,11 +1,13 @@
 //! The cost page: `/console/cost?period=2026-11&share_idle=true` charts the period's cost by
 //! team, by model and by day (allocated and idle), the budgets' burn (spend and forecast against
-//! the amount), and lists the budgets with their thresholds and warnings.
+//! the amount), tables of unit costs (per 1,000 inferences per deployment and version, per
+//! training run, per model version) against the previous window with a chart of the first, and
+//! lists the budgets with their thresholds and warnings.
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use chrono::Utc;
-use plinth_cost::{Dimension, Report, format_amount};
+use plinth_cost::{Dimension, Report, UnitCosts, UnitMetric, format_amount};
 use serde::{Deserialize, Serialize};
 
 use super::PageResult;
@@ -14,7 +16,7 @@ use super::render::{ConsoleError, page};
 use super::session::Session;
 use super::views::Me;
 use crate::AppState;
-use crate::cost::{BudgetView, PeriodQuery, Visibility, budget_views, build_report};
+use crate::cost::{BudgetView, PeriodQuery, Visibility, budget_views, build_report, build_units};
 
 const COST: Series = Series {
     title: "Allocated cost",
@@ -35,6 +37,17 @@ const FORECAST: Series = Series {
     title: "Forecast at period end",
     class: "bar-current",
     unit: "%",
+};
+
+const UNIT_NOW: Series = Series {
+    title: "Cost per 1,000 inferences",
+    class: "bar-gpu",
+    unit: "",
+};
+const UNIT_BEFORE: Series = Series {
+    title: "Previous window",
+    class: "bar-current",
+    unit: "",
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +72,32 @@ struct BudgetRow {
     warnings: Vec<String>,
 }
 
+/// One key's unit cost, formatted.
+#[derive(Debug, Serialize)]
+struct UnitRow {
+    key: String,
+    cost: String,
+    units: String,
+    unit_cost: String,
+    before: String,
+    trend: String,
+    /// `up`, `down` or `flat` (for the trend's colour).
+    direction: &'static str,
+}
+
+/// One unit-cost table: its metric, rows and overall figure.
+#[derive(Debug, Serialize)]
+struct UnitTable {
+    id: &'static str,
+    title: &'static str,
+    key: &'static str,
+    units: &'static str,
+    rows: Vec<UnitRow>,
+    overall: String,
+    overall_before: String,
+    overall_trend: String,
+}
+
 #[derive(Debug, Serialize)]
 struct CostPage {
     period: String,
@@ -75,8 +114,70 @@ struct CostPage {
     model_chart: Option<Chart>,
     day_chart: Option<Chart>,
     budget_chart: Option<Chart>,
+    unit_chart: Option<Chart>,
+    unit_tables: Vec<UnitTable>,
     budgets: Vec<BudgetRow>,
     warnings: Vec<String>,
+}
+
+fn money_or_dash(x: Option<f64>) -> String {
+    x.map(format_amount).unwrap_or_else(|| "-".into())
+}
+
+fn trend_text(t: Option<f64>) -> String {
+    t.map(|t| format!("{:+.1}%", t * 100.0))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn unit_table(
+    id: &'static str,
+    title: &'static str,
+    key: &'static str,
+    units: &'static str,
+    u: &UnitCosts,
+) -> UnitTable {
+    UnitTable {
+        id,
+        title,
+        key,
+        units,
+        rows: u
+            .rows
+            .iter()
+            .map(|r| UnitRow {
+                key: r.key.join(" / "),
+                cost: format_amount(r.cost),
+                units: fmt_num(r.units),
+                unit_cost: money_or_dash(r.unit_cost),
+                before: money_or_dash(r.previous_unit_cost),
+                trend: trend_text(r.trend),
+                direction: match r.trend {
+                    Some(t) if t > 0.0 => "up",
+                    Some(t) if t < 0.0 => "down",
+                    _ => "flat",
+                },
+            })
+            .collect(),
+        overall: money_or_dash(u.overall),
+        overall_before: money_or_dash(u.previous_overall),
+        overall_trend: trend_text(u.trend),
+    }
+}
+
+/// The chart of cost per 1,000 inferences: this window and the previous one, per deployment and
+/// version that answered requests in either.
+fn unit_rows(u: &UnitCosts) -> Vec<Row> {
+    u.rows
+        .iter()
+        .filter(|r| r.unit_cost.is_some() || r.previous_unit_cost.is_some())
+        .map(|r| Row {
+            label: r.key.join(" / "),
+            values: vec![
+                r.unit_cost.unwrap_or(0.0),
+                r.previous_unit_cost.unwrap_or(0.0),
+            ],
+        })
+        .collect()
 }
 
 /// One row per group of a one-dimension report: allocated cost (with shared idle when idle is
@@ -198,6 +299,12 @@ pub(super) async fn cost(
     let teams = by(Dimension::Team).await.map_err(internal)?;
     let models = by(Dimension::Model).await.map_err(internal)?;
     let days = by(Dimension::Day).await.map_err(internal)?;
+    let unit = |m: UnitMetric| build_units(store, window, m, share_idle, &vis);
+    let inferences = unit(UnitMetric::ThousandInferences)
+        .await
+        .map_err(internal)?;
+    let runs = unit(UnitMetric::TrainingRun).await.map_err(internal)?;
+    let versions = unit(UnitMetric::ModelVersion).await.map_err(internal)?;
     let mut views = budget_views(store, Utc::now()).await.map_err(internal)?;
     views.retain(|v| vis.sees_budget(&v.spec));
     let (budgets, burn) = budget_rows(&views);
@@ -246,6 +353,36 @@ pub(super) async fn cost(
             &[USED, FORECAST],
             &burn,
         ),
+        unit_chart: bar_chart(
+            "cost-unit-chart",
+            "Cost per 1,000 inferences, this window and the previous one",
+            FULL_WIDTH,
+            &[UNIT_NOW, UNIT_BEFORE],
+            &unit_rows(&inferences.units),
+        ),
+        unit_tables: vec![
+            unit_table(
+                "units-inferences",
+                "Per 1,000 inferences",
+                "Deployment / version",
+                "Inferences (thousands)",
+                &inferences.units,
+            ),
+            unit_table(
+                "units-training-runs",
+                "Per training run",
+                "Job",
+                "Runs",
+                &runs.units,
+            ),
+            unit_table(
+                "units-model-versions",
+                "Per model version (training plus serving)",
+                "Model / version",
+                "Versions",
+                &versions.units,
+            ),
+        ],
         budgets,
         warnings: teams.warnings.clone(),
     };

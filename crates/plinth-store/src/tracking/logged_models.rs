@@ -242,6 +242,24 @@ impl Store {
             .ok_or_else(|| not_found(model_id))
     }
 
+    /// Deleted logged models whose deletion (their last change) is at or before `until_ms`,
+    /// oldest first: the candidates of artifact retention.
+    pub async fn deleted_logged_models(
+        &self,
+        until_ms: i64,
+    ) -> Result<Vec<LoggedModel>, StoreError> {
+        let mut q = SqlBuf::new(&format!(
+            "SELECT {LM_COLUMNS} FROM mlflow_logged_models lm WHERE "
+        ));
+        let st = q.bind(LIFECYCLE_DELETED);
+        let until = q.bind(until_ms);
+        q.push(&format!(
+            "lm.lifecycle_stage = {st} AND lm.last_updated_timestamp <= {until} \
+             ORDER BY lm.last_updated_timestamp, lm.model_id"
+        ));
+        self.logged_models(q).await
+    }
+
     async fn logged_models(&self, q: SqlBuf) -> Result<Vec<LoggedModel>, StoreError> {
         let ctx = self.ctx();
         let what = "reading logged models";
