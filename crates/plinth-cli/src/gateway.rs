@@ -209,6 +209,9 @@ pub struct DemoModelArgs {
     /// Milliseconds to wait before each answer.
     #[arg(long, default_value_t = 0)]
     pub delay_ms: u64,
+    /// Milliseconds to wait before listening at all (a model that takes a while to load).
+    #[arg(long, default_value_t = 0)]
+    pub startup_delay_ms: u64,
 }
 
 impl DemoModelArgs {
@@ -231,6 +234,7 @@ impl DemoModelArgs {
 /// answers `hello from NAME`), for trying deployments and for tests.
 pub async fn demo_model_server(a: DemoModelArgs) -> CmdResult {
     let model = a.model()?;
+    tokio::time::sleep(std::time::Duration::from_millis(a.startup_delay_ms)).await;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .map_err(|e| Failure::new(COULD_NOT_RUN, format!("cannot listen on {}: {e}", a.listen)))?;

@@ -89,6 +89,11 @@ fn start(dir: &Path) -> (Server, String) {
 /// Applies Deployment `chat` (team-a, model demo-chat) whose v1 runs `plinth demo-model-server
 /// --name NAME --delay-ms DELAY` replicas with `autoscaling`.
 fn apply_chat(s: &Server, name: &str, delay_ms: u64, autoscaling: &str) {
+    apply_chat_loading(s, name, delay_ms, 0, autoscaling);
+}
+
+/// Like `apply_chat`, the replicas taking `startup_ms` to listen (a model loading).
+fn apply_chat_loading(s: &Server, name: &str, delay_ms: u64, startup_ms: u64, autoscaling: &str) {
     let doc = format!(
         r#"apiVersion: plinth/v1
 kind: Deployment
@@ -100,7 +105,7 @@ spec:
     - name: v1
       weight: 1
       replicas:
-        command: ["{bin}", demo-model-server, --listen, "127.0.0.1:{{port}}", --name, {name}, --delay-ms, "{delay_ms}"]
+        command: ["{bin}", demo-model-server, --listen, "127.0.0.1:{{port}}", --name, {name}, --delay-ms, "{delay_ms}", --startup-delay-ms, "{startup_ms}"]
         pool: gpu-a
         resources: {{cpus: 2, memoryGib: 4}}
       autoscaling: {autoscaling}
@@ -338,10 +343,29 @@ fn crashed_replicas_are_replaced_and_changes_deletes_and_restarts_leave_no_proce
     let (status, body) = concurrent_chats(&gateway, &key, 1).remove(0);
     assert_eq!((status, answer(&body).as_str()), (200, "hello from v1"));
 
-    // A changed replica spec replaces the processes.
-    apply_chat(&s, "v1b", 0, "{minReplicas: 1, maxReplicas: 1}");
+    // A changed replica spec replaces the processes without a gap: the new replica takes
+    // 3 s to load, and meanwhile the old one (outgoing) keeps answering; then it drains.
+    apply_chat_loading(&s, "v1b", 0, 3000, "{minReplicas: 1, maxReplicas: 1}");
+    let r = wait_for("the old replica outgoing beside a starting one", 30, || {
+        let r = replicas(&s);
+        let states: Vec<String> = r["replicas"]
+            .as_array()?
+            .iter()
+            .map(|x| x["state"].as_str().unwrap_or_default().to_string())
+            .collect();
+        (states.contains(&"outgoing".to_string()) && states.contains(&"starting".to_string()))
+            .then_some(r)
+    });
+    assert!(alive(second), "{r}");
+    let (status, body) = concurrent_chats(&gateway, &key, 1).remove(0);
+    assert_eq!(
+        (status, answer(&body).as_str()),
+        (200, "hello from v1"),
+        "the old spec answers while the new one loads: {body}"
+    );
     let third = wait_for("the changed replica", 60, || {
-        let p = ready_pids(&replicas(&s));
+        let r = replicas(&s);
+        let p = ready_pids(&r);
         (p.len() == 1 && p[0] != second).then(|| p[0])
     });
     wait_for("the old replica gone", 15, || {

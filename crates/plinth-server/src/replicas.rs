@@ -12,7 +12,9 @@
 //! after `scaleToZeroAfterSeconds` without a request, and the next request waits in the
 //! pool's queue while one starts (a cold start).
 //!
-//! A deleted deployment or a changed `replicas` spec stops the old processes; server shutdown
+//! A deleted deployment stops its processes; a changed `replicas` spec starts replicas of the
+//! new spec while the old ready ones keep serving (`outgoing`), and drains those once enough
+//! new ones are ready, so a rollout never leaves the version without a replica; server shutdown
 //! stops them all; at start, replicas left by a previous run (a `kill -9`) are found through
 //! `Executor::recover` and stopped. A replica's life becomes usage rows (source `replica`,
 //! workload `serving`, its pool, CPU and GPU requests, CPU used) tagged with team, deployment,
@@ -54,7 +56,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// A draining replica is stopped once idle, or after this long.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
-const STATES: [&str; 4] = ["starting", "ready", "draining", "stopping"];
+const STATES: [&str; 5] = ["starting", "ready", "outgoing", "draining", "stopping"];
 /// In a replica's attempt directory: how far its usage has been written.
 const METER_FILE: &str = "meter.json";
 
@@ -92,6 +94,9 @@ fn write_cursor(dir: &std::path::Path, c: &MeterCursor) -> std::io::Result<()> {
 enum State {
     Starting,
     Ready,
+    /// Ready and serving the previous spec of its version until enough replicas of the new
+    /// spec are ready; then it drains.
+    Outgoing,
     Draining(Instant),
     Stopping,
 }
@@ -101,6 +106,7 @@ impl State {
         match self {
             State::Starting => "starting",
             State::Ready => "ready",
+            State::Outgoing => "outgoing",
             State::Draining(_) => "draining",
             State::Stopping => "stopping",
         }
@@ -535,7 +541,8 @@ impl Replicas {
             .into_iter()
             .map(|t| ((t.deployment.clone(), t.version.clone()), t))
             .collect();
-        // Deleted deployments and changed replica specs: stop the old processes.
+        // Deleted deployments: stop the processes. Changed replica specs: the old ready
+        // replicas keep serving (as outgoing) until the new ones are ready; the rest stop.
         let old: Vec<(String, String)> = ctl
             .groups
             .iter()
@@ -546,20 +553,28 @@ impl Replicas {
             })
             .map(|(k, _)| k.clone())
             .collect();
+        let mut outgoing: BTreeMap<(String, String), Vec<Replica>> = BTreeMap::new();
         for k in old {
             if let Some(g) = ctl.groups.remove(&k) {
-                tracing::info!(deployment = %k.0, version = %k.1, replicas = g.replicas.len(), "replicas: stopping the replicas of a deleted or changed version");
+                let changed = targets.contains_key(&k);
+                tracing::info!(deployment = %k.0, version = %k.1, replicas = g.replicas.len(), changed, "replicas: replacing the replicas of a changed version, or stopping those of a deleted one");
                 g.target.pool.set_endpoints(Vec::new());
-                for r in g.replicas {
-                    self.retire(ctl, r);
+                for mut r in g.replicas {
+                    if changed && matches!(r.state, State::Ready | State::Outgoing) {
+                        r.state = State::Outgoing;
+                        outgoing.entry(k.clone()).or_default().push(r);
+                    } else {
+                        self.retire(ctl, r);
+                    }
                 }
             }
         }
         for (k, t) in targets {
+            let carried = outgoing.remove(&k).unwrap_or_default();
             let g = ctl.groups.entry(k).or_insert_with(|| Group {
                 digest: digest(&t.spec),
                 target: t.clone(),
-                replicas: Vec::new(),
+                replicas: carried,
                 low_since: None,
                 failures: 0,
                 retry_at: None,
@@ -657,7 +672,7 @@ impl Replicas {
                         continue;
                     }
                 }
-                State::Ready => {
+                State::Ready | State::Outgoing => {
                     if r.last_check.elapsed() >= HEALTH_EVERY {
                         r.last_check = Instant::now();
                         if probe(r.port, &path).await {
@@ -724,6 +739,13 @@ impl Replicas {
                         }
                         Err(msg) => {
                             tracing::warn!(deployment = %key.0, version = %key.1, problem = %msg, "replicas: cannot start a replica");
+                            // The old spec's replicas may hold what the new one needs (GPUs):
+                            // they give way, and the next try starts the new one.
+                            for r in &mut g.replicas {
+                                if r.state == State::Outgoing {
+                                    r.state = State::Draining(Instant::now());
+                                }
+                            }
                             g.restarts += 1;
                             g.failures += 1;
                             g.last_problem = Some(msg);
@@ -742,7 +764,7 @@ impl Replicas {
             if to_zero {
                 tracing::info!(deployment = %key.0, version = %key.1, idle_seconds = idle_ms / 1000, "replicas: scaling to zero");
                 for r in &mut g.replicas {
-                    if matches!(r.state, State::Starting | State::Ready) {
+                    if matches!(r.state, State::Starting | State::Ready | State::Outgoing) {
                         r.state = State::Draining(Instant::now());
                     }
                 }
@@ -769,11 +791,25 @@ impl Replicas {
             g.low_since = None;
         }
 
-        // 3. Route to the ready ones; publish the view.
-        let ready: Vec<Arc<Endpoint>> = g
+        // 3. Once enough replicas of the new spec are ready, the outgoing ones drain.
+        let new_ready = g
             .replicas
             .iter()
             .filter(|r| r.state == State::Ready)
+            .count() as u32;
+        if new_ready >= g.desired.max(1) {
+            for r in &mut g.replicas {
+                if r.state == State::Outgoing {
+                    tracing::info!(deployment = %key.0, version = %key.1, replica = %r.id.job_id, "replicas: the new spec is ready; draining a replica of the old one");
+                    r.state = State::Draining(Instant::now());
+                }
+            }
+        }
+        // 4. Route to the ready ones (the outgoing ones too, until then); publish the view.
+        let ready: Vec<Arc<Endpoint>> = g
+            .replicas
+            .iter()
+            .filter(|r| matches!(r.state, State::Ready | State::Outgoing))
             .map(|r| Arc::clone(&r.endpoint))
             .collect();
         let ids: Vec<String> = ready.iter().map(|e| e.id.clone()).collect();
