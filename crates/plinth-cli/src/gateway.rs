@@ -148,10 +148,12 @@ pub async fn run(a: GatewayArgs) -> CmdResult {
     // Records are written on their own thread so the request path never waits on the disk.
     let writer = std::thread::spawn(move || {
         let mut n = 0u64;
-        while let Some(r) = records.blocking_recv() {
-            n += 1;
-            if let Some(f) = log.as_mut() {
-                let _ = writeln!(f, "{}", usage_json(&r));
+        while let Some(batch) = records.blocking_recv_batch() {
+            for r in &batch {
+                n += 1;
+                if let Some(f) = log.as_mut() {
+                    let _ = writeln!(f, "{}", usage_json(r));
+                }
             }
         }
         n

@@ -465,13 +465,17 @@ fn canary_rollback(database: Option<String>) {
     assert!(out.contains("canary rolled back"), "{out}");
     assert!(out.contains("rollback of chat v2 (generation 1)"), "{out}");
 
-    let page = console_deployments(&t.server);
+    // The traffic chart draws the stored usage rows, which the writer stores within
+    // milliseconds of the requests.
+    let page = wait_for("the traffic chart", || {
+        let page = console_deployments(&t.server);
+        page.contains("deployment-traffic-chart").then_some(page)
+    });
     assert!(
         page.contains("id=\"deployment-chat-rolled-back\""),
         "{page}"
     );
     assert!(page.contains("id=\"deployment-chat-rollbacks\""));
-    assert!(page.contains("deployment-traffic-chart"));
 
     // After a restart the rolled-back canary of this generation gets no traffic.
     let Setup {

@@ -46,8 +46,8 @@ pub use spec::{
     VersionRole, VersionSpec, parse_deployments_yaml, validate_deployments,
 };
 pub use usage::{
-    CanaryEvents, ChannelSink, MemoryEvents, MemorySink, NullSink, RollbackEvent, UsageRecord,
-    UsageSink,
+    CanaryEvents, ChannelSink, MemoryEvents, MemorySink, NullSink, RollbackEvent, UsageReceiver,
+    UsageRecord, UsageSink,
 };
 
 /// The gateway's own port when none is configured.

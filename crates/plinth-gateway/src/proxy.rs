@@ -206,8 +206,44 @@ fn wants_no_cache(headers: &HeaderMap) -> bool {
 }
 
 /// Token counts from an OpenAI `usage` object.
+/// What the gateway reads of an upstream's JSON answer: its `model` and the token counts of its
+/// `usage`.
+#[derive(Debug, Default)]
+struct AnswerFields {
+    model: Option<String>,
+    tokens: Option<(u64, u64)>,
+}
+
+/// The top level of an answer, every other field skipped unread. Fields of an unexpected type
+/// are read as `Value` so they never make a valid JSON answer fail.
+#[derive(serde::Deserialize)]
+struct AnswerHead {
+    #[serde(default)]
+    model: Option<Value>,
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+/// Parses a 2xx answer once: `None` when it is not JSON at all. An answer that is JSON but not
+/// an object (a plain model server's list, a number) has no fields.
+fn answer_fields(body: &[u8]) -> Option<AnswerFields> {
+    match serde_json::from_slice::<AnswerHead>(body) {
+        Ok(h) => Some(AnswerFields {
+            model: h.model.as_ref().and_then(Value::as_str).map(str::to_owned),
+            tokens: h.usage.as_ref().and_then(usage_tokens),
+        }),
+        Err(_) => serde_json::from_slice::<serde::de::IgnoredAny>(body)
+            .ok()
+            .map(|_| AnswerFields::default()),
+    }
+}
+
 fn usage_of(v: &Value) -> Option<(u64, u64)> {
-    let u = v.get("usage")?;
+    usage_tokens(v.get("usage")?)
+}
+
+/// `(prompt_tokens, completion_tokens)` of a `usage` object; `None` for a null one.
+fn usage_tokens(u: &Value) -> Option<(u64, u64)> {
     if u.is_null() {
         return None;
     }
@@ -449,6 +485,8 @@ enum Answer {
         status: StatusCode,
         content_type: Option<HeaderValue>,
         body: Bytes,
+        /// What the gateway reads of a 2xx answer (read once, while checking it is JSON).
+        fields: Option<AnswerFields>,
     },
     Stream {
         status: StatusCode,
@@ -862,15 +900,23 @@ impl Gateway {
                 }
                 Ok(Ok(c)) => c.to_bytes(),
             };
-        if status.is_success() && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-            return Err(Failure::Other(format!(
-                "{base}: answered HTTP {status} with a body that is not JSON"
-            )));
-        }
+        let fields = if status.is_success() {
+            match answer_fields(&body) {
+                Some(f) => Some(f),
+                None => {
+                    return Err(Failure::Other(format!(
+                        "{base}: answered HTTP {status} with a body that is not JSON"
+                    )));
+                }
+            }
+        } else {
+            None
+        };
         Ok(Answer::Full {
             status,
             content_type,
             body,
+            fields,
         })
     }
 
@@ -887,22 +933,16 @@ impl Gateway {
                 status,
                 content_type,
                 body,
+                fields,
             } => {
-                let parsed: Option<Value> = if status.is_success() {
-                    serde_json::from_slice(&body).ok()
-                } else {
-                    None
-                };
-                if self.inner.otlp.is_some() {
-                    rec.response_model = parsed
-                        .as_ref()
-                        .and_then(|p| p.get("model"))
-                        .and_then(Value::as_str)
-                        .map(str::to_owned);
-                }
-                if let Some((i, o)) = parsed.as_ref().and_then(usage_of) {
-                    rec.tokens_in = i;
-                    rec.tokens_out = o;
+                if let Some(f) = fields {
+                    if self.inner.otlp.is_some() {
+                        rec.response_model = f.model;
+                    }
+                    if let Some((i, o)) = f.tokens {
+                        rec.tokens_in = i;
+                        rec.tokens_out = o;
+                    }
                 }
                 if status == StatusCode::OK
                     && let (Some(key), Some(cache)) = (store_key, &dep.cache)

@@ -776,40 +776,45 @@ fn build(o: &StoredObject, status: Option<&StoredStatus>) -> Result<Built, Strin
     })
 }
 
-/// Writes usage records to the store: whatever queued while the last write ran goes in the next
-/// transaction, so a busy gateway writes big batches and an idle one writes at once.
+/// Writes usage records to the store: whatever queued since the last look goes in the next
+/// transactions (of at most `USAGE_BATCH` rows), so a busy gateway writes big batches and an
+/// idle one writes within a few milliseconds.
 async fn write_usage(
     platform: Platform,
-    mut rx: tokio::sync::mpsc::Receiver<UsageRecord>,
+    mut rx: plinth_gateway::UsageReceiver,
     written: Arc<std::sync::atomic::AtomicU64>,
 ) {
-    let mut batch = Vec::with_capacity(USAGE_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(usage_row(&first));
-        while batch.len() < USAGE_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(usage_row(&r)),
-                Err(_) => break,
-            }
+    while let Some(records) = rx.recv_batch().await {
+        for chunk in records.chunks(USAGE_BATCH) {
+            write_usage_batch(&platform, chunk, &written).await;
         }
-        let mut tries = 0u64;
-        loop {
-            tries += 1;
-            match platform.store().record_usage(&batch).await {
-                Ok(_) => break,
-                Err(e) if tries < 10 => {
-                    tracing::warn!(error = %e, records = batch.len(), "gateway: cannot write usage yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, records = batch.len(), "gateway: usage records lost");
-                    break;
-                }
-            }
-        }
-        written.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        batch.clear();
     }
+}
+
+/// Writes one batch of usage rows (retrying a store that is not reachable yet) and counts them
+/// as written.
+async fn write_usage_batch(
+    platform: &Platform,
+    records: &[UsageRecord],
+    written: &std::sync::atomic::AtomicU64,
+) {
+    let batch: Vec<_> = records.iter().map(usage_row).collect();
+    let mut tries = 0u64;
+    loop {
+        tries += 1;
+        match platform.store().record_usage(&batch).await {
+            Ok(_) => break,
+            Err(e) if tries < 10 => {
+                tracing::warn!(error = %e, records = batch.len(), "gateway: cannot write usage yet; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = batch.len(), "gateway: usage records lost");
+                break;
+            }
+        }
+    }
+    written.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn rfc3339_micros(unix_ms: u64, plus_seconds: f64) -> String {
