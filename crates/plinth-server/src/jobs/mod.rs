@@ -41,6 +41,9 @@ use runner::{Runner, SimExec, pod_id};
 const TICK: Duration = Duration::from_millis(500);
 /// A waiting job's stored reason is rewritten at most this often (its first one after a pass).
 const REASON_EVERY_MS: u64 = 5_000;
+/// A pending job's wait reason is stored once it has waited this long (reads show the live
+/// reason before that).
+const REASON_STORE_AFTER_MS: u64 = 5_000;
 const STOP_GRACE: Duration = Duration::from_secs(5);
 const SYSTEM: &str = "system:jobs";
 const CHAOS: &str = "system:chaos";
@@ -797,7 +800,28 @@ impl Jobs {
             .await?
             .filter(|o| authorize_read(who, o.team.as_deref()))
             .ok_or_else(|| CoreError::NotFound(format!("Job {name:?} not found")))?;
-        from_object(obj)
+        let mut job = from_object(obj)?;
+        self.live_reasons(std::slice::from_mut(&mut job)).await;
+        Ok(job)
+    }
+
+    /// Puts the scheduler's current wait reason on each pending job: fresher than the stored
+    /// one, which is written only for jobs that waited a while, and at most every few seconds.
+    async fn live_reasons(&self, jobs: &mut [Job]) {
+        if !jobs.iter().any(|j| j.status.state == JobState::Pending) {
+            return;
+        }
+        let ctl = self.ctl.lock().await;
+        for j in jobs
+            .iter_mut()
+            .filter(|j| j.status.state == JobState::Pending)
+        {
+            if let Some(id) = ctl.jobs.get(&j.name).and_then(|t| t.sched)
+                && let Ok(Some(w)) = ctl.sched.why(id)
+            {
+                j.status.wait_reason = Some(w.message);
+            }
+        }
     }
 
     /// Jobs `who` may read, newest first, optionally of one team and in one state.
@@ -830,6 +854,7 @@ impl Jobs {
             out.push(j);
         }
         out.sort_by_key(|j| std::cmp::Reverse(j.status.submitted_ms));
+        self.live_reasons(&mut out).await;
         Ok(out)
     }
 
@@ -1205,10 +1230,11 @@ impl Jobs {
             }
         }
         if full {
-            // Wait reasons that changed, of jobs that have waited a pass at least (a job
-            // admitted within its first pass never needs one stored); a job's reason is
-            // stored again at most every REASON_EVERY_MS, as its figures change often.
-            let settled = i64::try_from(ms.saturating_sub(TICK.as_millis() as u64)).unwrap_or(0);
+            // Wait reasons that changed, of jobs that have waited REASON_STORE_AFTER_MS at least
+            // (reads show the scheduler's live reason of every pending job, so a job admitted
+            // soon never needs one stored); a job's reason is stored again at most every
+            // REASON_EVERY_MS, as its figures change often.
+            let settled = i64::try_from(ms.saturating_sub(REASON_STORE_AFTER_MS)).unwrap_or(0);
             let Ctl { sched, jobs, .. } = &mut *ctl;
             for (name, t) in jobs.iter_mut() {
                 if t.record.status.state != JobState::Pending
