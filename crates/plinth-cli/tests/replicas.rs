@@ -79,7 +79,15 @@ fn wait_for<T>(what: &str, secs: u64, mut cond: impl FnMut() -> Option<T>) -> T 
 }
 
 fn start(dir: &Path) -> (Server, String) {
-    let s = Server::start_in(dir, &["--gateway-listen", "127.0.0.1:0"]);
+    start_with(dir, &[])
+}
+
+/// `plinth serve` on `dir` with its gateway on a free port and `extra` flags; returns the
+/// server and the gateway's URL.
+fn start_with(dir: &Path, extra: &[&str]) -> (Server, String) {
+    let mut args = vec!["--gateway-listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let s = Server::start_in(dir, &args);
     let (status, gw) = http_json(&s, "GET", "/api/v1/gateway", Auth::Bearer(ADMIN), None);
     assert_eq!(status, 200, "{gw}");
     let url = gw["url"].as_str().expect("gateway url").to_string();
@@ -474,18 +482,7 @@ spec:
 fn start_metering_every_second(dir: &Path) -> (Server, String) {
     let config = dir.join("server-config.yaml");
     std::fs::write(&config, "replica_usage_interval: 1s\n").unwrap();
-    let s = Server::start_in(
-        dir,
-        &[
-            "--gateway-listen",
-            "127.0.0.1:0",
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    );
-    let (status, gw) = http_json(&s, "GET", "/api/v1/gateway", Auth::Bearer(ADMIN), None);
-    assert_eq!(status, 200, "{gw}");
-    (s, gw["url"].as_str().expect("gateway url").to_string())
+    start_with(dir, &["--config", config.to_str().unwrap()])
 }
 
 /// The rows of one replica (`replica/<id>` and `replica/<id>/<n>`), in time order.

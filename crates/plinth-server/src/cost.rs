@@ -776,7 +776,19 @@ pub async fn build_report(
     share_idle: bool,
     vis: &Visibility,
 ) -> Result<CostReport, ApiErrorResponse> {
-    let loaded = load(store, window.start, window.end).await?;
+    let loaded = Arc::new(load(store, window.start, window.end).await?);
+    report_from(loaded, window, dims, share_idle, vis).await
+}
+
+/// [`build_report`] over usage loaded already (for the window), so several reports of one
+/// window read the store once.
+pub async fn report_from(
+    loaded: Arc<Loaded>,
+    window: Window,
+    dims: Vec<Dimension>,
+    share_idle: bool,
+    vis: &Visibility,
+) -> Result<CostReport, ApiErrorResponse> {
     let vis = vis.clone();
     blocking(move || {
         let alloc = allocation(&loaded, window)?;
@@ -800,7 +812,7 @@ pub async fn build_report(
             end: micros(window.end),
             untagged_records,
             report,
-            warnings: loaded.warnings,
+            warnings: loaded.warnings.clone(),
         })
     })
     .await
@@ -894,7 +906,19 @@ pub async fn build_units(
     share_idle: bool,
     vis: &Visibility,
 ) -> Result<UnitReport, ApiErrorResponse> {
-    let loaded = load(store, window.previous().start, window.end).await?;
+    let loaded = Arc::new(load(store, window.previous().start, window.end).await?);
+    units_from(loaded, window, metric, share_idle, vis).await
+}
+
+/// [`build_units`] over usage loaded already (from the previous window's start to the window's
+/// end), so several unit costs of one window read the store once.
+pub async fn units_from(
+    loaded: Arc<Loaded>,
+    window: Window,
+    metric: UnitMetric,
+    share_idle: bool,
+    vis: &Visibility,
+) -> Result<UnitReport, ApiErrorResponse> {
     let vis = vis.clone();
     blocking(move || {
         let units = unit_costs_where(
@@ -908,7 +932,7 @@ pub async fn build_units(
         .map_err(cost_err)?;
         Ok(UnitReport {
             units,
-            warnings: loaded.warnings,
+            warnings: loaded.warnings.clone(),
         })
     })
     .await

@@ -4,6 +4,8 @@
 //! training run, per model version) against the previous window with a chart of the first, and
 //! lists the budgets with their thresholds and warnings.
 
+use std::sync::Arc;
+
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use chrono::Utc;
@@ -16,7 +18,9 @@ use super::render::{ConsoleError, page};
 use super::session::Session;
 use super::views::Me;
 use crate::AppState;
-use crate::cost::{BudgetView, PeriodQuery, Visibility, budget_views, build_report, build_units};
+use crate::cost::{
+    BudgetView, PeriodQuery, Visibility, budget_views, load, report_from, units_from,
+};
 
 const COST: Series = Series {
     title: "Allocated cost",
@@ -295,11 +299,23 @@ pub(super) async fn cost(
     };
     // Admins see all spend; anyone else their team's (see `Visibility`).
     let vis = Visibility::of(&who);
-    let by = |d: Dimension| build_report(store, window, vec![d], share_idle, &vis);
+    // The window's usage is read once for the three reports, and once with the previous
+    // window for the unit costs.
+    let loaded = Arc::new(
+        load(store, window.start, window.end)
+            .await
+            .map_err(internal)?,
+    );
+    let by = |d: Dimension| report_from(Arc::clone(&loaded), window, vec![d], share_idle, &vis);
     let teams = by(Dimension::Team).await.map_err(internal)?;
     let models = by(Dimension::Model).await.map_err(internal)?;
     let days = by(Dimension::Day).await.map_err(internal)?;
-    let unit = |m: UnitMetric| build_units(store, window, m, share_idle, &vis);
+    let with_previous = Arc::new(
+        load(store, window.previous().start, window.end)
+            .await
+            .map_err(internal)?,
+    );
+    let unit = |m: UnitMetric| units_from(Arc::clone(&with_previous), window, m, share_idle, &vis);
     let inferences = unit(UnitMetric::ThousandInferences)
         .await
         .map_err(internal)?;
