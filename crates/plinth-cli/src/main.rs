@@ -25,6 +25,12 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::output::Format;
 
+/// mimalloc instead of glibc's malloc: the server's stored writes and the gateway's requests
+/// allocate and free many small buffers, and glibc spent about a third of the server's CPU on
+/// it under the scheduler benchmark (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "plinth",

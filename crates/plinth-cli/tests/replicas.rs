@@ -316,7 +316,7 @@ fn replicas_cold_start_scale_up_and_scale_to_zero_with_usage_rows() {
 }
 
 #[test]
-fn crashed_replicas_are_replaced_and_changes_deletes_and_restarts_leave_no_process() {
+fn crashed_replicas_are_replaced_changes_roll_out_deletes_stop_and_a_restart_adopts() {
     let tmp = tempfile::tempdir().unwrap();
     let _reaper = Reaper(tmp.path().to_path_buf());
     let (s, gateway) = start(tmp.path());
@@ -388,8 +388,9 @@ fn crashed_replicas_are_replaced_and_changes_deletes_and_restarts_leave_no_proce
         (!alive(third)).then_some(())
     });
 
-    // A server killed with SIGKILL leaves its replica running; the next start stops it (and
-    // starts a fresh one), so nothing of the earlier run is left.
+    // A server killed with SIGKILL leaves its replica running; the next start adopts it (its
+    // version's spec is unchanged): the same process is probed, then serves again, and no
+    // second one starts.
     apply_chat(&s, "v1", 0, "{minReplicas: 1, maxReplicas: 1}");
     let orphan = wait_for("a ready replica again", 60, || {
         let p = ready_pids(&replicas(&s));
@@ -400,20 +401,20 @@ fn crashed_replicas_are_replaced_and_changes_deletes_and_restarts_leave_no_proce
     std::thread::sleep(Duration::from_millis(300));
     assert!(alive(orphan), "the replica outlives a killed server");
     let (s, gateway) = start(&data_dir);
-    wait_for("the previous run's replica stopped", 30, || {
-        (!alive(orphan)).then_some(())
+    let r = wait_for("the previous run's replica adopted", 60, || {
+        let r = replicas(&s);
+        (ready_pids(&r) == vec![orphan]).then_some(r)
     });
-    let fresh = wait_for("a fresh replica", 60, || {
-        let p = ready_pids(&replicas(&s));
-        (p.len() == 1 && p[0] != orphan).then(|| p[0])
-    });
+    assert_eq!(r["replicas"].as_array().map(Vec::len), Some(1), "{r}");
     let (status, body) = concurrent_chats(&gateway, &key, 1).remove(0);
     assert_eq!((status, answer(&body).as_str()), (200, "hello from v1"));
+    assert!(alive(orphan));
+    let fresh = orphan;
 
-    // Usage rows: every replica so far, the crashed and the orphaned one included.
+    // Usage rows: every replica ended so far, the crashed one included.
     let rows = wait_for("usage rows", 15, || {
         let rows = replica_rows(&s);
-        (rows.len() >= 4).then_some(rows)
+        (rows.len() >= 3).then_some(rows)
     });
     let reasons: Vec<&str> = rows
         .iter()
@@ -498,7 +499,8 @@ fn rows_of(s: &Server, id: &str) -> Vec<plinth_store::usage::UsageRow> {
 }
 
 #[test]
-fn a_running_replica_writes_its_usage_each_interval_and_a_kill_neither_loses_nor_repeats_any() {
+fn a_running_replica_writes_its_usage_each_interval_and_is_adopted_after_a_kill_without_a_lost_or_repeated_stretch()
+ {
     let tmp = tempfile::tempdir().unwrap();
     let _reaper = Reaper(tmp.path().to_path_buf());
     let (s, _gateway) = start_metering_every_second(tmp.path());
@@ -550,12 +552,21 @@ fn a_running_replica_writes_its_usage_each_interval_and_a_kill_neither_loses_nor
         .unwrap_or_else(|| panic!("no team-a spend yet: {report}"));
     assert!(team_a["cost"].as_f64().unwrap() > 0.0, "{team_a}");
 
-    // SIGKILL of the server: the replica outlives it; the next start stops it and writes
-    // the rest of its life from where the stretches ended, so the rows tile its life once.
+    // SIGKILL of the server: the replica outlives it and the next start adopts it; its rows
+    // go on from where the stretches ended. Deleting the deployment then stops it and writes
+    // the rest of its life, so the rows tile its life once.
     let data_dir = s.data_dir.clone();
     drop(s);
-    let (s, _gateway) = start(&data_dir);
-    wait_for("the previous run's replica stopped", 30, || {
+    let (s, _gateway) = start_metering_every_second(&data_dir);
+    wait_for("the previous run's replica adopted", 60, || {
+        (ready_pids(&replicas(&s)) == vec![pid]).then_some(())
+    });
+    wait_for("a running stretch written after the restart", 30, || {
+        (rows_of(&s, &id).len() > running.len()).then_some(())
+    });
+    assert!(alive(pid), "the adopted replica still runs");
+    s.ok(ADMIN, &["delete", "deployment", "chat"]);
+    wait_for("the replica stopped with its deployment", 30, || {
         (!alive(pid)).then_some(())
     });
     let rows = wait_for("the replica's last row", 30, || {
@@ -573,6 +584,6 @@ fn a_running_replica_writes_its_usage_each_interval_and_a_kill_neither_loses_nor
             "stretches overlap or leave a gap: {rows:?}"
         );
     }
-    assert!(rows.len() > running.len(), "{rows:?}");
+    assert!(rows.len() > running.len() + 1, "{rows:?}");
     assert_eq!(s.terminate(), 0);
 }

@@ -48,6 +48,8 @@ pub const MAX_INGEST: usize = 10_000;
 
 /// Rows the usage writer stores per transaction.
 const WRITE_BATCH: usize = 1_000;
+/// How long the usage writer waits after a row for more before it stores them.
+const WRITE_GATHER: Duration = Duration::from_millis(20);
 
 /// How long the admission guard's figures (budgets, GPU-hours used) are reused.
 const GUARD_TTL: Duration = Duration::from_secs(5);
@@ -251,6 +253,9 @@ impl UsageSink {
 
 async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<UsageRow>) {
     while let Some(first) = rx.recv().await {
+        // Rows come one per ended attempt, often many at once: gathering them for a moment
+        // makes one transaction of what would be dozens.
+        tokio::time::sleep(WRITE_GATHER).await;
         let mut batch = vec![first];
         while batch.len() < WRITE_BATCH {
             match rx.try_recv() {

@@ -15,8 +15,11 @@
 //! A deleted deployment stops its processes; a changed `replicas` spec starts replicas of the
 //! new spec while the old ready ones keep serving (`outgoing`), and drains those once enough
 //! new ones are ready, so a rollout never leaves the version without a replica; server shutdown
-//! stops them all; at start, replicas left by a previous run (a `kill -9`) are found through
-//! `Executor::recover` and stopped. A replica's life becomes usage rows (source `replica`,
+//! stops them all. At start, replicas left by a previous run (a `kill -9`, a crash) are found
+//! through `Executor::recover`: one whose version still has the spec it was started with is
+//! adopted (probed again, then served, metered and scaled like any other, from the
+//! `replica.json` written beside it at its start); the others, and any whose version is not
+//! known again within 30 s, are stopped. A replica's life becomes usage rows (source `replica`,
 //! workload `serving`, its pool, CPU and GPU requests, CPU used) tagged with team, deployment,
 //! version and model, priced by the cost engine like a job attempt: while it runs, one row per
 //! `replica_usage_interval` (default a minute) for the stretch since the last
@@ -59,6 +62,26 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 const STATES: [&str; 5] = ["starting", "ready", "outgoing", "draining", "stopping"];
 /// In a replica's attempt directory: how far its usage has been written.
 const METER_FILE: &str = "meter.json";
+/// In a replica's attempt directory: what a later run needs to adopt it.
+const ADOPT_FILE: &str = "replica.json";
+/// How long after a start the replicas of the previous run wait for their version to be known
+/// again (the gateway reads its deployments from the store) before they are stopped.
+const ADOPT_WAIT: Duration = Duration::from_secs(30);
+
+/// What a replica was started for, written beside it so that the next run of the server can
+/// adopt it (after a `kill -9` or a crash) while its version's spec is unchanged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AdoptInfo {
+    deployment: String,
+    version: String,
+    /// The replica spec's digest when it started.
+    digest: String,
+    port: u16,
+    gpus: Vec<u32>,
+    /// What its usage rows carry.
+    meter: plinth_exec::UsageRecord,
+}
 
 /// How far a replica's usage has been written as rows.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,6 +177,10 @@ struct Ctl {
     gpus_in_use: BTreeSet<u32>,
     /// Label sets of the replica gauge set last tick.
     gauges: BTreeSet<(String, String)>,
+    /// Replicas of the previous run still running, with what they were started for, until
+    /// their version takes them or `adopt_until` passes.
+    adoptable: Vec<(AdoptInfo, Replica)>,
+    adopt_until: Option<Instant>,
 }
 
 /// The replica controller of `plinth serve`.
@@ -397,9 +424,42 @@ impl Replicas {
             }
         };
         let mut ctl = self.ctl.lock().await;
+        ctl.adopt_until = Some(Instant::now() + ADOPT_WAIT);
         for r in found {
             match r.state {
                 RecoveredState::Adopted(a) => {
+                    let info = self
+                        .exec
+                        .attempt_dir(&a.id)
+                        .ok()
+                        .and_then(|d| std::fs::read(d.join(ADOPT_FILE)).ok())
+                        .and_then(|b| serde_json::from_slice::<AdoptInfo>(&b).ok());
+                    if let Some(info) = info {
+                        tracing::info!(replica = %a.id.job_id, pid = a.pid, deployment = %info.deployment, version = %info.version, "replicas: a replica of the previous run still runs; its version adopts it if its spec is unchanged");
+                        for g in &info.gpus {
+                            ctl.gpus_in_use.insert(*g);
+                        }
+                        let replica = Replica {
+                            id: a.id.clone(),
+                            port: info.port,
+                            pid: a.pid,
+                            started: Instant::now(),
+                            started_at: a.started_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                            // Probed again before it gets traffic.
+                            state: State::Starting,
+                            endpoint: Endpoint::new(
+                                a.id.job_id.clone(),
+                                format!("http://127.0.0.1:{}", info.port),
+                            ),
+                            gpus: info.gpus.clone(),
+                            last_check: Instant::now(),
+                            health_failures: 0,
+                            meter: Some(info.meter.clone()),
+                            metered_at: Instant::now(),
+                        };
+                        ctl.adoptable.push((info, replica));
+                        continue;
+                    }
                     tracing::info!(replica = %a.id.job_id, pid = a.pid, "replicas: stopping a replica of the previous run");
                     let replica = Replica {
                         id: a.id.clone(),
@@ -586,12 +646,41 @@ impl Replicas {
             // Autoscaling and load-balancing changes apply without a restart.
             g.target = t;
         }
+        self.adopt(ctl);
         self.poll_leftovers(ctl).await;
         let keys: Vec<(String, String)> = ctl.groups.keys().cloned().collect();
         for k in keys {
             self.reconcile(ctl, &k).await;
         }
         self.publish_metrics(ctl);
+    }
+
+    /// Gives the previous run's replicas to their versions where the spec they were started
+    /// with is still the version's; stops those whose version changed, and the rest once
+    /// `ADOPT_WAIT` has passed.
+    fn adopt(&self, ctl: &mut Ctl) {
+        if ctl.adoptable.is_empty() {
+            return;
+        }
+        let expired = ctl.adopt_until.is_none_or(|t| Instant::now() >= t);
+        for (info, r) in std::mem::take(&mut ctl.adoptable) {
+            let key = (info.deployment.clone(), info.version.clone());
+            match ctl.groups.get_mut(&key) {
+                Some(g) if g.digest == info.digest => {
+                    tracing::info!(deployment = %key.0, version = %key.1, replica = %r.id.job_id, pid = r.pid, port = r.port, "replicas: adopted a replica of the previous run");
+                    g.replicas.push(r);
+                }
+                Some(_) => {
+                    tracing::info!(deployment = %key.0, version = %key.1, replica = %r.id.job_id, "replicas: stopping a replica of the previous run: its version's spec changed");
+                    self.retire(ctl, r);
+                }
+                None if expired => {
+                    tracing::info!(deployment = %key.0, version = %key.1, replica = %r.id.job_id, "replicas: stopping a replica of the previous run: its version is gone");
+                    self.retire(ctl, r);
+                }
+                None => ctl.adoptable.push((info, r)),
+            }
+        }
     }
 
     async fn reconcile(&self, ctl: &mut Ctl, key: &(String, String)) {
@@ -923,6 +1012,43 @@ impl Replicas {
         for &i in &gpus {
             ctl.gpus_in_use.insert(i);
         }
+        let meter = plinth_exec::UsageRecord {
+            job_id: id.job_id.clone(),
+            attempt: id.attempt,
+            pool: spec.pool.clone(),
+            procurement,
+            gpu_seconds: 0.0,
+            cpu_seconds: 0.0,
+            wall_seconds: 0.0,
+            started_at: started.started_at,
+            ended_at: started.started_at,
+            end_reason: plinth_exec::EndReason::Completed,
+            tags,
+        };
+        let info = AdoptInfo {
+            deployment: t.deployment.clone(),
+            version: t.version.clone(),
+            digest: g.digest.clone(),
+            port,
+            gpus: gpus.clone(),
+            meter: meter.clone(),
+        };
+        let written = self
+            .exec
+            .attempt_dir(&id)
+            .map_err(|e| e.to_string())
+            .and_then(|d| {
+                let tmp = d.join(format!("{ADOPT_FILE}.tmp"));
+                serde_json::to_vec(&info)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| std::fs::write(&tmp, b).map_err(|e| e.to_string()))
+                    .and_then(|()| {
+                        std::fs::rename(&tmp, d.join(ADOPT_FILE)).map_err(|e| e.to_string())
+                    })
+            });
+        if let Err(e) = written {
+            tracing::warn!(replica = %id.job_id, error = %e, "replicas: cannot record the replica for a later adoption; a restart will stop it");
+        }
         Ok(Replica {
             endpoint: Endpoint::new(job_id, format!("http://127.0.0.1:{port}")),
             id: started.id,
@@ -931,19 +1057,7 @@ impl Replicas {
             started: Instant::now(),
             started_at: now_str(),
             state: State::Starting,
-            meter: Some(plinth_exec::UsageRecord {
-                job_id: id.job_id.clone(),
-                attempt: id.attempt,
-                pool: spec.pool.clone(),
-                procurement,
-                gpu_seconds: 0.0,
-                cpu_seconds: 0.0,
-                wall_seconds: 0.0,
-                started_at: started.started_at,
-                ended_at: started.started_at,
-                end_reason: plinth_exec::EndReason::Completed,
-                tags,
-            }),
+            meter: Some(meter),
             metered_at: Instant::now(),
             gpus,
             last_check: Instant::now(),

@@ -138,66 +138,67 @@ impl JobState {
     }
 }
 
-/// One run of the job's command.
+/// One run of the job's command. Fields are declared in the order of their JSON names, so a
+/// status encodes canonically (keys sorted) as it is, without a detour through a JSON value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
-    /// 1, 2, …
-    pub n: u32,
-    pub started_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
     /// `code 0`, `signal 15`, `exec error: …`, `lost`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<String>,
-    /// completed, failed, cancel, timeout, idle, preempted, interrupted, exec_error, lost.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub pool: String,
-    pub node: String,
     /// Accelerator indices on the node (with the share in thousandths).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<String>,
-    /// Every pod of a gang job (more than one node), by rank; `node` and `gpus` above are
-    /// rank 0's.
+    /// 1, 2, …
+    pub n: u32,
+    pub node: String,
+    /// Every pod of a gang job (more than one node), by rank; `node` and `gpus` are rank 0's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<AttemptPod>,
+    pub pool: String,
+    /// completed, failed, cancel, timeout, idle, preempted, interrupted, exec_error, lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub started_at: String,
 }
 
-/// Where one pod of a gang attempt ran.
+/// Where one pod of a gang attempt ran (fields in the order of their JSON names).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptPod {
-    pub rank: u32,
-    pub node: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<String>,
+    pub node: String,
+    pub rank: u32,
 }
 
-/// What the server knows about a job's progress.
+/// What the server knows about a job's progress. Fields are declared in the order of their
+/// JSON names (see [`Attempt`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_at: Option<String>,
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    /// A cancel was asked for while an attempt ran.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Why it ended as it did (or why the latest attempt failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     pub state: JobState,
     pub submitted_at: String,
     pub submitted_by: String,
     /// Milliseconds since the Unix epoch at submit; the queue order survives restarts.
     pub submitted_ms: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admitted_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
-    #[serde(default)]
-    pub attempts: Vec<Attempt>,
     /// Why it waits: the policy, the pool and the quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_reason: Option<String>,
-    /// Why it ended as it did (or why the latest attempt failed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// A cancel was asked for while an attempt ran.
-    #[serde(default)]
-    pub cancel_requested: bool,
 }
 
 /// The stored form of a job (the `spec` of its `Job` object).

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, Utc};
 use plinth_config::ExecutorKind;
 use plinth_config::kinds::JOB_KIND;
-use plinth_core::{CoreError, Platform, authorize_read, document_digest, encode_document};
+use plinth_core::{CoreError, Platform, authorize_read};
 use plinth_exec::{
     AttemptId, AttemptSpec, EndReason, ExecError, Executor, ExitKind, GpuSlot, IdlePolicy,
     LogStream, Outcome, PodInfo, RecoveredState, StopReason, SupervisorProgram,
@@ -33,12 +33,15 @@ use plinth_types::job::{
 };
 use plinth_types::spec::Procurement;
 use plinth_types::{API_VERSION, Document, Identity, ObjectMeta, Role, StoredObject};
+use sha2::Digest as _;
 use tokio::sync::{Mutex, Notify};
 
 use crate::metrics::Metrics;
 use runner::{Runner, SimExec, pod_id};
 
 const TICK: Duration = Duration::from_millis(500);
+/// The least time from the start of one controller pass to the start of the next.
+const MIN_PASS: Duration = Duration::from_millis(10);
 /// A waiting job's stored reason is rewritten at most this often (its first one after a pass).
 const REASON_EVERY_MS: u64 = 5_000;
 /// A pending job's wait reason is stored once it has waited this long (reads show the live
@@ -106,6 +109,8 @@ struct Tracked {
     sched: Option<JobId>,
     /// When the wait-reason refresh last stored its reason (ms; 0: never).
     reason_ms: u64,
+    /// The canonical JSON of `record.spec`, encoded at the first write (a spec never changes).
+    spec_json: Option<String>,
 }
 
 struct Ctl {
@@ -147,6 +152,39 @@ impl std::fmt::Debug for Jobs {
             .field("executor", &self.exec.describe())
             .finish()
     }
+}
+
+/// The canonical JSON (compact, keys sorted) of a job's spec.
+fn canonical_spec(spec: &JobSpec) -> Result<String, CoreError> {
+    serde_json::to_string(&serde_json::to_value(spec).map_err(internal)?).map_err(internal)
+}
+
+/// A job's stored document, as the canonical JSON `encode_document` would give for it, and its
+/// digest, built from the spec's JSON (encoded once per job) and the status, whose fields are
+/// declared in sorted order so that it encodes canonically without a detour through a
+/// `serde_json::Value` (`job_documents_encode_canonically` holds both to it).
+fn encode_job(
+    name: &str,
+    spec_json: &str,
+    status: &JobStatus,
+) -> Result<(String, String), CoreError> {
+    let status = serde_json::to_string(status).map_err(internal)?;
+    let name = serde_json::to_string(name).map_err(internal)?;
+    let api = serde_json::to_string(API_VERSION).map_err(internal)?;
+    let mut json = String::with_capacity(spec_json.len() + status.len() + name.len() + 80);
+    json.push_str("{\"apiVersion\":");
+    json.push_str(&api);
+    json.push_str(",\"kind\":\"");
+    json.push_str(JOB_KIND);
+    json.push_str("\",\"metadata\":{\"name\":");
+    json.push_str(&name);
+    json.push_str("},\"spec\":{\"spec\":");
+    json.push_str(spec_json);
+    json.push_str(",\"status\":");
+    json.push_str(&status);
+    json.push_str("}}");
+    let digest = hex::encode(sha2::Sha256::digest(json.as_bytes()));
+    Ok((json, digest))
 }
 
 fn now_ms() -> u64 {
@@ -270,18 +308,25 @@ impl Jobs {
             }
             me.backfill_usage().await;
             loop {
+                let started = Instant::now();
                 if let Err(e) = me.tick().await {
                     tracing::warn!(error = %e, "job controller: tick failed");
                 }
                 me.chaos_step().await;
                 // Wake for a submission or cancel, when a simulated attempt's runtime is over,
                 // or after TICK at the latest.
+                // Passes start MIN_PASS apart at the least, so that under load one pass (and
+                // its one transaction) takes every change of that stretch instead of one each.
                 let wait = me
                     .exec
                     .next_end()
                     .map(|t| t.saturating_duration_since(Instant::now()).min(TICK))
                     .unwrap_or(TICK);
-                let _ = tokio::time::timeout(wait, me.wake.notified()).await;
+                let floor = MIN_PASS.saturating_sub(started.elapsed());
+                if !floor.is_zero() {
+                    tokio::time::sleep(floor).await;
+                }
+                let _ = tokio::time::timeout(wait.saturating_sub(floor), me.wake.notified()).await;
             }
         });
     }
@@ -392,6 +437,12 @@ impl Jobs {
         actor: &str,
         action: Option<&str>,
     ) -> Result<(), CoreError> {
+        let spec_json = match &mut t.spec_json {
+            Some(j) => j,
+            None => t.spec_json.insert(canonical_spec(&t.record.spec)?),
+        };
+        let (document_json, digest) = encode_job(name, spec_json, &t.record.status)?;
+        // The stored row is `document_json`; the object's document is not read again.
         let document = Document {
             api_version: API_VERSION.into(),
             kind: JOB_KIND.into(),
@@ -399,12 +450,7 @@ impl Jobs {
                 name: name.to_string(),
                 ..ObjectMeta::default()
             },
-            spec: serde_json::to_value(&t.record).map_err(internal)?,
-        };
-        let encoded = encode_document(&document);
-        let digest = match &encoded {
-            Some((_, digest)) => digest.clone(),
-            None => document_digest(&document),
+            spec: serde_json::Value::Null,
         };
         let now = now_str();
         let generation = t.generation + 1;
@@ -444,16 +490,10 @@ impl Jobs {
             .unwrap_or_else(|p| p.into_inner())
             .push(Write {
                 name: name.to_string(),
-                op: match encoded {
-                    Some((document_json, _)) => Op::PutEncoded {
-                        object,
-                        document_json,
-                        precondition,
-                    },
-                    None => Op::PutObject {
-                        object,
-                        precondition,
-                    },
+                op: Op::PutEncoded {
+                    object,
+                    document_json,
+                    precondition,
                 },
                 event,
             });
@@ -746,6 +786,7 @@ impl Jobs {
                 },
                 sched: Some(id),
                 reason_ms: 0,
+                spec_json: None,
             };
             approval::hold(&mut ctl, &mut t, held.get(&name), ms);
             tracked.push((name, t));
@@ -1004,6 +1045,7 @@ impl Jobs {
                 record,
                 sched: None,
                 reason_ms: 0,
+                spec_json: None,
             };
             let running = t
                 .record
@@ -1806,4 +1848,108 @@ fn from_object(o: StoredObject) -> Result<Job, CoreError> {
         status: record.status,
         generation: o.generation,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JobSpec {
+        serde_json::from_value(serde_json::json!({
+            "command": ["python", "train.py", "--lr", "0.1"],
+            "team": "ml",
+            "queue": "ml-q",
+            "class": "training",
+            "nodes": 2,
+            "gpus": 0.5,
+            "gpuType": "nvidia-h100-80gb",
+            "spot": true,
+            "checkpointDir": "/tmp/ckpt",
+            "maxRetries": 3,
+            "maxRuntime": "2h",
+            "idleTimeout": "30m",
+            "tags": {"project": "p", "env": "dev"},
+            "priority": 7,
+            "env": {"B": "2", "A": "1 \"quoted\" \u{e9}"}
+        }))
+        .unwrap_or_else(|e| panic!("spec: {e}"))
+    }
+
+    fn attempt(n: u32, ended: bool) -> Attempt {
+        Attempt {
+            ended_at: ended.then(|| "2026-11-29T10:00:01.000000Z".into()),
+            exit: ended.then(|| "code 1".into()),
+            gpus: vec!["0:500/1000".into()],
+            n,
+            node: "node-1".into(),
+            pods: vec![AttemptPod {
+                gpus: vec!["1".into()],
+                node: "node-2".into(),
+                rank: 1,
+            }],
+            pool: "gpu".into(),
+            reason: ended.then(|| "failed".into()),
+            started_at: "2026-11-29T10:00:00.000000Z".into(),
+        }
+    }
+
+    /// What `encode_document` gives for the same job through a `serde_json::Value`.
+    fn reference(name: &str, record: &JobRecord) -> (String, String) {
+        let doc = Document {
+            api_version: API_VERSION.into(),
+            kind: JOB_KIND.into(),
+            metadata: ObjectMeta {
+                name: name.into(),
+                ..ObjectMeta::default()
+            },
+            spec: serde_json::to_value(record).unwrap_or_else(|e| panic!("{e}")),
+        };
+        let (json, digest) =
+            plinth_core::encode_document(&doc).unwrap_or_else(|| panic!("not encodable"));
+        assert_eq!(digest, plinth_core::document_digest(&doc));
+        (json, digest)
+    }
+
+    #[test]
+    fn job_documents_encode_canonically() {
+        let full = JobStatus {
+            admitted_at: Some("2026-11-29T10:00:00.000000Z".into()),
+            attempts: vec![attempt(1, true), attempt(2, false)],
+            cancel_requested: true,
+            finished_at: Some("2026-11-29T10:05:00.000000Z".into()),
+            message: Some("attempt 1 failed: code 1".into()),
+            state: JobState::Running,
+            submitted_at: "2026-11-29T09:59:59.000000Z".into(),
+            submitted_by: "token:alice".into(),
+            submitted_ms: 1_795_000_000_000,
+            wait_reason: Some("queue \"ml-q\" is over quota".into()),
+        };
+        let bare = JobStatus {
+            admitted_at: None,
+            attempts: Vec::new(),
+            cancel_requested: false,
+            finished_at: None,
+            message: None,
+            state: JobState::Pending,
+            submitted_at: "2026-11-29T09:59:59.000000Z".into(),
+            submitted_by: "token:alice".into(),
+            submitted_ms: 1,
+            wait_reason: None,
+        };
+        for status in [full, bare] {
+            let record = JobRecord {
+                spec: spec(),
+                status,
+            };
+            let spec_json = canonical_spec(&record.spec).unwrap_or_else(|e| panic!("{e}"));
+            let got =
+                encode_job("train-7", &spec_json, &record.status).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got, reference("train-7", &record));
+            // And it reads back as the record it came from.
+            let doc: Document = serde_json::from_str(&got.0).unwrap_or_else(|e| panic!("{e}"));
+            let back: JobRecord =
+                serde_json::from_value(doc.spec).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back, record);
+        }
+    }
 }
