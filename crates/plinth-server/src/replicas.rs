@@ -394,6 +394,9 @@ impl Replicas {
                 self.retire(&mut ctl, r);
             }
         }
+        for (_, r) in std::mem::take(&mut ctl.adoptable) {
+            self.retire(&mut ctl, r);
+        }
         let deadline = Instant::now() + limit;
         while !ctl.leftovers.is_empty() && Instant::now() < deadline {
             self.poll_leftovers(&mut ctl).await;

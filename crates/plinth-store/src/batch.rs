@@ -63,9 +63,9 @@ pub enum Op {
         object: StoredObject,
         precondition: Precondition,
     },
-    /// As [`Op::PutObject`], with the document already encoded: `document_json` must be the
-    /// compact JSON of `object.document` (a caller that hashed those bytes for the digest
-    /// saves encoding the document a second time).
+    /// As [`Op::PutObject`], with the document already encoded: `document_json` is the row's
+    /// document, stored as it is, and `object.document` is not read (a caller that encoded the
+    /// document itself, and hashed those bytes for the digest, may leave its `spec` null).
     PutEncoded {
         object: StoredObject,
         document_json: String,

@@ -314,9 +314,9 @@ impl Jobs {
                 }
                 me.chaos_step().await;
                 // Wake for a submission or cancel, when a simulated attempt's runtime is over,
-                // or after TICK at the latest.
-                // Passes start MIN_PASS apart at the least, so that under load one pass (and
-                // its one transaction) takes every change of that stretch instead of one each.
+                // or after TICK at the latest; but start passes MIN_PASS apart at the least, so
+                // that under load one pass (and its one transaction) takes every change of that
+                // stretch instead of one each.
                 let wait = me
                     .exec
                     .next_end()
