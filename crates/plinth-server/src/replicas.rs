@@ -105,12 +105,19 @@ fn read_cursor(dir: &std::path::Path) -> MeterCursor {
         .unwrap_or_default()
 }
 
-/// Writes the cursor through a temporary file and a rename, so a crash leaves the old or the
-/// new one.
+/// Writes `value` as `dir/file` through a temporary file and a rename, so a crash leaves the
+/// old or the new one.
+fn write_json(dir: &std::path::Path, file: &str, value: &impl Serialize) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{file}.tmp"));
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(value).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, dir.join(file))
+}
+
 fn write_cursor(dir: &std::path::Path, c: &MeterCursor) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{METER_FILE}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec(c).map_err(std::io::Error::other)?)?;
-    std::fs::rename(&tmp, dir.join(METER_FILE))
+    write_json(dir, METER_FILE, c)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -437,47 +444,36 @@ impl Replicas {
                         .ok()
                         .and_then(|d| std::fs::read(d.join(ADOPT_FILE)).ok())
                         .and_then(|b| serde_json::from_slice::<AdoptInfo>(&b).ok());
+                    let (port, url) = info
+                        .as_ref()
+                        .map(|i| (i.port, format!("http://127.0.0.1:{}", i.port)))
+                        .unwrap_or_default();
+                    let replica = Replica {
+                        id: a.id.clone(),
+                        port,
+                        pid: a.pid,
+                        started: Instant::now(),
+                        started_at: a.started_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                        // One to adopt is probed again before it gets traffic.
+                        state: if info.is_some() {
+                            State::Starting
+                        } else {
+                            State::Ready
+                        },
+                        endpoint: Endpoint::new(a.id.job_id.clone(), url),
+                        gpus: info.as_ref().map(|i| i.gpus.clone()).unwrap_or_default(),
+                        last_check: Instant::now(),
+                        health_failures: 0,
+                        meter: info.as_ref().map(|i| i.meter.clone()),
+                        metered_at: Instant::now(),
+                    };
                     if let Some(info) = info {
                         tracing::info!(replica = %a.id.job_id, pid = a.pid, deployment = %info.deployment, version = %info.version, "replicas: a replica of the previous run still runs; its version adopts it if its spec is unchanged");
-                        for g in &info.gpus {
-                            ctl.gpus_in_use.insert(*g);
-                        }
-                        let replica = Replica {
-                            id: a.id.clone(),
-                            port: info.port,
-                            pid: a.pid,
-                            started: Instant::now(),
-                            started_at: a.started_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-                            // Probed again before it gets traffic.
-                            state: State::Starting,
-                            endpoint: Endpoint::new(
-                                a.id.job_id.clone(),
-                                format!("http://127.0.0.1:{}", info.port),
-                            ),
-                            gpus: info.gpus.clone(),
-                            last_check: Instant::now(),
-                            health_failures: 0,
-                            meter: Some(info.meter.clone()),
-                            metered_at: Instant::now(),
-                        };
+                        ctl.gpus_in_use.extend(info.gpus.iter().copied());
                         ctl.adoptable.push((info, replica));
                         continue;
                     }
                     tracing::info!(replica = %a.id.job_id, pid = a.pid, "replicas: stopping a replica of the previous run");
-                    let replica = Replica {
-                        id: a.id.clone(),
-                        port: 0,
-                        pid: a.pid,
-                        started: Instant::now(),
-                        started_at: a.started_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-                        state: State::Ready,
-                        endpoint: Endpoint::new(a.id.job_id.clone(), String::new()),
-                        gpus: Vec::new(),
-                        last_check: Instant::now(),
-                        health_failures: 0,
-                        meter: None,
-                        metered_at: Instant::now(),
-                    };
                     self.retire(&mut ctl, replica);
                 }
                 RecoveredState::Exited(o) | RecoveredState::Lost(o) => {
@@ -1040,15 +1036,7 @@ impl Replicas {
             .exec
             .attempt_dir(&id)
             .map_err(|e| e.to_string())
-            .and_then(|d| {
-                let tmp = d.join(format!("{ADOPT_FILE}.tmp"));
-                serde_json::to_vec(&info)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| std::fs::write(&tmp, b).map_err(|e| e.to_string()))
-                    .and_then(|()| {
-                        std::fs::rename(&tmp, d.join(ADOPT_FILE)).map_err(|e| e.to_string())
-                    })
-            });
+            .and_then(|d| write_json(&d, ADOPT_FILE, &info).map_err(|e| e.to_string()));
         if let Err(e) = written {
             tracing::warn!(replica = %id.job_id, error = %e, "replicas: cannot record the replica for a later adoption; a restart will stop it");
         }
