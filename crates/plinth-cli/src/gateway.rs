@@ -48,6 +48,16 @@ pub struct GatewayArgs {
     /// the private CA of in-house model servers).
     #[arg(long, value_name = "PEM")]
     pub upstream_ca_file: Option<PathBuf>,
+    /// Share limit windows with every gateway using this Redis,
+    /// redis://[[user]:password@]host[:port][/db], instead of counting them in this process
+    /// (with --database-url: instead of the store's PostgreSQL).
+    #[arg(long, value_name = "URL")]
+    pub limits_redis: Option<String>,
+    /// With --database-url: run the local replicas of the Deployments whose versions have
+    /// `replicas` on this machine, under DIR (each gateway started with it runs its own; their
+    /// usage rows go to the store).
+    #[arg(long, value_name = "DIR", requires = "database_url")]
+    pub replicas_dir: Option<PathBuf>,
 }
 
 fn parse_key(v: &str) -> Result<(String, String, String), Failure> {
@@ -89,6 +99,9 @@ fn usage_json(r: &UsageRecord) -> serde_json::Value {
 }
 
 pub async fn run(a: GatewayArgs) -> CmdResult {
+    // Warnings (e.g. shared limits unreachable) go to stderr; PLINTH_LOG sets the filter.
+    let level = std::env::var("PLINTH_LOG").unwrap_or_else(|_| "warn".to_string());
+    plinth_server::init_logging(plinth_config::LogFormat::Text, &level);
     let addr: SocketAddr = a.listen.parse().map_err(|e| {
         Failure::new(
             COULD_NOT_RUN,
@@ -106,14 +119,37 @@ pub async fn run(a: GatewayArgs) -> CmdResult {
             .map_err(|e| Failure::new(COULD_NOT_RUN, format!("--upstream-ca-file {e}")))?,
         None => Vec::new(),
     };
+    let limits_redis = match &a.limits_redis {
+        Some(url) => Some(
+            plinth_gateway::limits_redis::RedisUrl::parse(url)
+                .map_err(|e| Failure::new(COULD_NOT_RUN, format!("--limits-redis: {e}")))?,
+        ),
+        None => None,
+    };
     if let Some(url) = &a.database_url {
-        plinth_server::serve_gateway_alone(url, addr, otlp, upstream_ca, |bound| {
-            println!("gateway listening on http://{bound}");
-        })
+        plinth_server::serve_gateway_alone(
+            url,
+            addr,
+            otlp,
+            upstream_ca,
+            limits_redis,
+            a.replicas_dir.clone(),
+            |bound| {
+                println!("gateway listening on http://{bound}");
+            },
+        )
         .await
         .map_err(|e| Failure::new(7, e.to_string()))?;
         return Ok(0);
     }
+    let limit_store = match limits_redis {
+        Some(url) => Some(
+            plinth_server::gateway_redis_limit_store(url, "--limits-redis")
+                .await
+                .map_err(|e| Failure::new(COULD_NOT_RUN, e))?,
+        ),
+        None => None,
+    };
     let Some(file) = a.deployments.as_ref() else {
         return Err(Failure::new(
             COULD_NOT_RUN,
@@ -128,6 +164,20 @@ pub async fn run(a: GatewayArgs) -> CmdResult {
     })?;
     let specs = parse_deployments_yaml(&text)
         .map_err(|e| Failure::new(COULD_NOT_RUN, format!("{}: {e}", file.display())))?;
+    if let Some((d, v)) = specs.iter().find_map(|d| {
+        d.versions
+            .iter()
+            .find(|v| v.replicas.is_some())
+            .map(|v| (&d.name, &v.name))
+    }) {
+        return Err(Failure::new(
+            COULD_NOT_RUN,
+            format!(
+                "{}: deployment {d} version {v}: `replicas` are run by `plinth serve`, or by `plinth gateway --database-url URL --replicas-dir DIR`; a gateway on a file of deployments routes to `upstreams` only",
+                file.display()
+            ),
+        ));
+    }
     let mut keys = StaticKeys::new();
     for k in &a.keys {
         let (key, team, id) = parse_key(k)?;
@@ -158,14 +208,17 @@ pub async fn run(a: GatewayArgs) -> CmdResult {
         }
         n
     });
-    let gw = Gateway::builder(Arc::new(keys))
+    let mut builder = Gateway::builder(Arc::new(keys))
         .usage_sink(sink.clone())
         .otlp(otlp)
         .options(plinth_gateway::GatewayOptions {
             upstream_ca_certs: upstream_ca,
             ..Default::default()
-        })
-        .build();
+        });
+    if let Some(store) = limit_store {
+        builder = builder.limit_store(store);
+    }
+    let gw = builder.build();
     gw.set_deployments(specs)
         .map_err(|e| Failure::new(COULD_NOT_RUN, format!("{}: {e}", file.display())))?;
     let served = match a.workers {
@@ -460,7 +513,9 @@ fn demo_stable(fallback: &str) -> serde_json::Value {
             "replicas": {
                 "command": [exe.display().to_string(), "demo-model-server", "--listen",
                     "127.0.0.1:{port}", "--name", "v1", "--delay-ms", "15"],
-                "resources": {"cpus": 1},
+                // Half a core each: two fit team product's queue (1 core on `local`), which
+                // admits them through the job scheduler.
+                "resources": {"cpus": 0.5},
             },
             "autoscaling": {"minReplicas": 1, "maxReplicas": 2, "targetConcurrency": 4},
         }),

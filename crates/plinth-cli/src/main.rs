@@ -207,6 +207,11 @@ pub struct ServeArgs {
     /// roots (also PLINTH_GATEWAY_UPSTREAM_CA_FILE).
     #[arg(long, value_name = "PEM")]
     gateway_upstream_ca_file: Option<std::path::PathBuf>,
+    /// Share the gateway's limit windows with other gateways through this Redis,
+    /// redis://[[user]:password@]host[:port][/db], instead of PostgreSQL or this process (also
+    /// PLINTH_GATEWAY_LIMITS_REDIS, or the config file's gateway_limits_redis).
+    #[arg(long, value_name = "URL")]
+    gateway_limits_redis: Option<String>,
     /// Jobs whose cost estimate (GPUs × maxRuntime × GPU-hour price) is above this amount wait
     /// for a maintainer's approval (also PLINTH_COST_APPROVAL_THRESHOLD, or the config file's
     /// cost.approval_threshold).
@@ -238,6 +243,7 @@ impl ServeArgs {
             },
             otlp_endpoint: self.otlp_endpoint.clone(),
             gateway_upstream_ca_file: self.gateway_upstream_ca_file.clone(),
+            gateway_limits_redis: self.gateway_limits_redis.clone(),
             cost_approval_threshold: self.cost_approval_threshold,
             cost_webhook_ca_file: self.cost_webhook_ca_file.clone(),
         }

@@ -10,58 +10,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    ADMIN, Auth, PgDb, Server, WORKSPACE, bin, get_text, http_json, read_url, runtime, token, write,
+    ADMIN, Auth, Model, PgDb, Server, WORKSPACE, bin, get_text, http_json, runtime,
+    spawn_listening, token, write,
 };
 use serde_json::{Value, json};
-
-/// A child process of the test, killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Spawns `plinth ARGS` and reads the URL it prints once it listens.
-fn spawn_listening(args: &[&str]) -> (String, Proc) {
-    let mut child = Command::new(bin())
-        .args(args)
-        .env("PLINTH_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn plinth");
-    let url = read_url(&mut child);
-    (url, Proc(child))
-}
-
-/// A demo model server process.
-struct Model {
-    url: String,
-    _proc: Proc,
-}
-
-impl Model {
-    fn start(name: &str, error_rate: f64) -> Model {
-        let rate = error_rate.to_string();
-        let (url, proc_) = spawn_listening(&[
-            "demo-model-server",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            name,
-            "--error-rate",
-            &rate,
-        ]);
-        Model { url, _proc: proc_ }
-    }
-}
 
 /// A server with the workspace applied and its gateway on a free port.
 struct Setup {

@@ -22,10 +22,11 @@ struct Reaper(PathBuf);
 impl Drop for Reaper {
     fn drop(&mut self) {
         for pids in recorded_pids(&self.0) {
-            for p in pids {
-                // SAFETY-free: plain kill(1) of a process group and a pid this test started.
+            for p in pids.into_iter().filter(|&p| p > 1) {
+                // kill(1) of a process group and a pid this test started. The `--` matters:
+                // procps-ng 4.0.2 reads `kill -KILL -PGID` as `kill -KILL -1` (every process).
                 let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &format!("-{p}")])
+                    .args(["-KILL", "--", &format!("-{p}")])
                     .status();
                 let _ = std::process::Command::new("kill")
                     .args(["-KILL", &p.to_string()])
@@ -78,6 +79,31 @@ fn wait_for<T>(what: &str, secs: u64, mut cond: impl FnMut() -> Option<T>) -> T 
     }
 }
 
+/// The serving pool of these tests: on demand (inference never runs on spot), one node with
+/// two GPUs, and team-a's queue on it; team-b's queue shares it for jobs.
+const SERVING: &str = r#"
+apiVersion: plinth/v1
+kind: Pool
+metadata: {name: serve-a}
+spec: {nodes: 1, cpusPerNode: 16, memoryGibPerNode: 64, accelerator: {type: nvidia-l4, count: 2}, procurement: on_demand, pricePerGpuHour: 1.0, pricePerNodeHour: 3.2}
+---
+apiVersion: plinth/v1
+kind: Queue
+metadata: {name: serving-a}
+spec: {team: team-a, quotas: [{pool: serve-a, gpus: 2}]}
+---
+apiVersion: plinth/v1
+kind: Queue
+metadata: {name: batch-b}
+spec: {team: team-b, quotas: [{pool: serve-a, gpus: 2}]}
+"#;
+
+/// The shared test workspace and the serving pool.
+fn workspace(s: &Server) {
+    s.apply("workspace.yaml", WORKSPACE);
+    s.apply("serving.yaml", SERVING);
+}
+
 fn start(dir: &Path) -> (Server, String) {
     start_with(dir, &[])
 }
@@ -100,8 +126,30 @@ fn apply_chat(s: &Server, name: &str, delay_ms: u64, autoscaling: &str) {
     apply_chat_loading(s, name, delay_ms, 0, autoscaling);
 }
 
+/// Like `apply_chat`, each replica asking for `gpus` GPUs.
+fn apply_chat_gpus(s: &Server, gpus: u32, autoscaling: &str) {
+    apply_chat_spec(s, "v1", 0, 0, gpus, "serve-a", autoscaling);
+}
+
 /// Like `apply_chat`, the replicas taking `startup_ms` to listen (a model loading).
 fn apply_chat_loading(s: &Server, name: &str, delay_ms: u64, startup_ms: u64, autoscaling: &str) {
+    apply_chat_spec(s, name, delay_ms, startup_ms, 0, "serve-a", autoscaling);
+}
+
+fn apply_chat_spec(
+    s: &Server,
+    name: &str,
+    delay_ms: u64,
+    startup_ms: u64,
+    gpus: u32,
+    pool: &str,
+    autoscaling: &str,
+) {
+    let gpus = if gpus > 0 {
+        format!(", gpus: {gpus}")
+    } else {
+        String::new()
+    };
     let doc = format!(
         r#"apiVersion: plinth/v1
 kind: Deployment
@@ -114,8 +162,8 @@ spec:
       weight: 1
       replicas:
         command: ["{bin}", demo-model-server, --listen, "127.0.0.1:{{port}}", --name, {name}, --delay-ms, "{delay_ms}", --startup-delay-ms, "{startup_ms}"]
-        pool: gpu-a
-        resources: {{cpus: 2, memoryGib: 4}}
+        pool: {pool}
+        resources: {{cpus: 2, memoryGib: 4{gpus}}}
       autoscaling: {autoscaling}
 "#,
         bin = bin()
@@ -201,7 +249,7 @@ fn replicas_cold_start_scale_up_and_scale_to_zero_with_usage_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let _reaper = Reaper(tmp.path().to_path_buf());
     let (s, gateway) = start(tmp.path());
-    s.apply("workspace.yaml", WORKSPACE);
+    workspace(&s);
     let key = token(&s, "team-a", "member");
     apply_chat(
         &s,
@@ -290,7 +338,7 @@ fn replicas_cold_start_scale_up_and_scale_to_zero_with_usage_rows() {
         });
     }
 
-    // One usage row per replica's lifetime: serving on gpu-a (spot), 2 CPUs and 4 GiB asked,
+    // One usage row per replica's lifetime: serving on serve-a (on demand), 2 CPUs and 4 GiB asked,
     // tagged with team, deployment, version and model.
     let rows = wait_for("usage rows of the stopped replicas", 15, || {
         let rows = replica_rows(&s);
@@ -299,8 +347,8 @@ fn replicas_cold_start_scale_up_and_scale_to_zero_with_usage_rows() {
     for row in &rows {
         assert_eq!(row.workload, "serving");
         assert_eq!(row.workload_name, "chat");
-        assert_eq!(row.pool, "gpu-a");
-        assert_eq!(row.procurement, "spot");
+        assert_eq!(row.pool, "serve-a");
+        assert_eq!(row.procurement, "on_demand");
         assert_eq!(row.request_cpus, 2.0);
         assert_eq!(row.request_memory_gib, 4.0);
         assert_eq!(row.request_gpus, 0.0);
@@ -320,7 +368,7 @@ fn crashed_replicas_are_replaced_changes_roll_out_deletes_stop_and_a_restart_ado
     let tmp = tempfile::tempdir().unwrap();
     let _reaper = Reaper(tmp.path().to_path_buf());
     let (s, gateway) = start(tmp.path());
-    s.apply("workspace.yaml", WORKSPACE);
+    workspace(&s);
     let key = token(&s, "team-a", "member");
     apply_chat(&s, "v1", 0, "{minReplicas: 1, maxReplicas: 1}");
     let first = wait_for("one ready replica", 60, || {
@@ -434,7 +482,7 @@ fn requests_get_503_when_no_replica_gets_ready_in_time() {
     let tmp = tempfile::tempdir().unwrap();
     let _reaper = Reaper(tmp.path().to_path_buf());
     let (s, gateway) = start(tmp.path());
-    s.apply("workspace.yaml", WORKSPACE);
+    workspace(&s);
     let key = token(&s, "team-a", "member");
     // A replica whose program does not exist never gets ready.
     let doc = r#"apiVersion: plinth/v1
@@ -504,12 +552,8 @@ fn a_running_replica_writes_its_usage_each_interval_and_is_adopted_after_a_kill_
     let tmp = tempfile::tempdir().unwrap();
     let _reaper = Reaper(tmp.path().to_path_buf());
     let (s, _gateway) = start_metering_every_second(tmp.path());
-    s.apply("workspace.yaml", WORKSPACE);
-    // CPUs priced too (0.10 per core-hour), so a CPU-only replica has a cost.
-    s.apply(
-        "priced.yaml",
-        "apiVersion: plinth/v1\nkind: Pool\nmetadata: {name: gpu-a, labels: {region: eu-west}}\nspec: {nodes: 2, cpusPerNode: 32, memoryGibPerNode: 256, accelerator: {type: nvidia-h100, count: 8}, procurement: spot, pricePerGpuHour: 2.5, pricePerNodeHour: 3.2}\n",
-    );
+    workspace(&s);
+    // serve-a prices its nodes (3.20 an hour for 16 cores), so a CPU-only replica has a cost.
     apply_chat(&s, "v1", 0, "{minReplicas: 1, maxReplicas: 1}");
     let (id, pid) = wait_for("one ready replica", 60, || {
         let r = replicas(&s);
@@ -586,4 +630,246 @@ fn a_running_replica_writes_its_usage_each_interval_and_is_adopted_after_a_kill_
     }
     assert!(rows.len() > running.len() + 1, "{rows:?}");
     assert_eq!(s.terminate(), 0);
+}
+
+fn job_state(s: &Server, tok: &str, name: &str) -> Value {
+    serde_json::from_str(&s.ok(tok, &["job", "describe", name, "-o", "json"])).unwrap()
+}
+
+fn last_problem(s: &Server) -> String {
+    replicas(s)["lastProblem"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn replicas_are_admitted_by_the_job_scheduler_and_never_share_a_gpu_with_a_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(tmp.path().to_path_buf());
+    let (s, gateway) = start(tmp.path());
+    workspace(&s);
+    let key = token(&s, "team-a", "member");
+    let b = token(&s, "team-b", "member");
+
+    // One replica with one GPU: admitted in team-a's queue on serve-a (the only one of the
+    // team with a quota there), on one of the node's two GPUs.
+    apply_chat_gpus(&s, 1, "{minReplicas: 1, maxReplicas: 1}");
+    let r = wait_for("one ready replica", 60, || {
+        let r = replicas(&s);
+        (ready_pids(&r).len() == 1).then_some(r)
+    });
+    let replica_gpu = r["replicas"][0]["gpus"][0].as_u64().expect("a GPU") as u32;
+    assert_eq!(r["replicas"][0]["gpus"].as_array().unwrap().len(), 1, "{r}");
+    let (status, body) = concurrent_chats(&gateway, &key, 1).remove(0);
+    assert_eq!((status, answer(&body).as_str()), (200, "hello from v1"));
+    // The queue's usage counts it.
+    let page = get_text(&s, "/console/queues", Auth::Session(ADMIN));
+    assert!(page.contains("serve-a: 1 GPUs"), "{page}");
+
+    // A job of team-b wanting both GPUs waits: the replica holds one.
+    s.ok(
+        &b,
+        &[
+            "job", "submit", "--team", "team-b", "--queue", "batch-b", "--name", "both", "--gpus",
+            "2", "--", "true",
+        ],
+    );
+    // A job wanting one gets the other GPU, never the replica's.
+    s.ok(
+        &b,
+        &[
+            "job",
+            "submit",
+            "--team",
+            "team-b",
+            "--queue",
+            "batch-b",
+            "--name",
+            "one",
+            "--gpus",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "echo gpus=$CUDA_VISIBLE_DEVICES; sleep 60",
+        ],
+    );
+    let logs = wait_for("the one-GPU job's output", 60, || {
+        let (code, out, _) = s.cli(&b, &["job", "logs", "one"]);
+        (code == 0 && out.contains("gpus=")).then_some(out)
+    });
+    assert_eq!(logs.trim(), format!("gpus={}", 1 - replica_gpu), "{logs}");
+    let both = job_state(&s, &b, "both");
+    assert_eq!(both["status"]["state"], "pending", "{both:#}");
+
+    // A second replica now waits for the scheduler, with its reason in the deployment's
+    // status, and starts once the job's GPU is free.
+    apply_chat_gpus(&s, 1, "{minReplicas: 2, maxReplicas: 2}");
+    let problem = wait_for("the second replica waiting", 30, || {
+        let p = last_problem(&s);
+        p.contains("waiting for admission").then_some(p)
+    });
+    assert!(problem.contains("queue `serving-a`"), "{problem}");
+    assert_eq!(ready_pids(&replicas(&s)).len(), 1);
+    s.ok(&b, &["job", "cancel", "one"]);
+    let r = wait_for("two ready replicas", 60, || {
+        let r = replicas(&s);
+        (ready_pids(&r).len() == 2).then_some(r)
+    });
+    let mut gpus: Vec<u64> = r["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["state"] == "ready")
+        .map(|x| x["gpus"][0].as_u64().unwrap())
+        .collect();
+    gpus.sort();
+    assert_eq!(gpus, vec![0, 1], "{r}");
+    assert!(last_problem(&s).is_empty(), "{r}");
+    let page = get_text(&s, "/console/queues", Auth::Session(ADMIN));
+    assert!(page.contains("serve-a: 2 GPUs"), "{page}");
+
+    // A higher-priority job of the replicas' own queue preempts one of them: the replica is
+    // stopped, the job runs on its GPU, and a replacement waits for the queue until the job
+    // is done.
+    let before = replicas(&s)["restarts"].as_u64().unwrap_or(0);
+    s.ok(
+        &key,
+        &[
+            "job",
+            "submit",
+            "--team",
+            "team-a",
+            "--queue",
+            "serving-a",
+            "--name",
+            "urgent",
+            "--priority",
+            "100",
+            "--gpus",
+            "1",
+            "--",
+            "sleep",
+            "3",
+        ],
+    );
+    let r = wait_for("a replica preempted by the job", 60, || {
+        let r = replicas(&s);
+        (r["restarts"].as_u64() > Some(before) && ready_pids(&r).len() == 1).then_some(r)
+    });
+    let j = job_state(&s, &key, "urgent");
+    assert_ne!(j["status"]["state"], "pending", "{j:#}\n{r}");
+    wait_for("the job done", 60, || {
+        (job_state(&s, &key, "urgent")["status"]["state"] == "succeeded").then_some(())
+    });
+    let r = wait_for("the replacement replica ready", 60, || {
+        let r = replicas(&s);
+        (ready_pids(&r).len() == 2).then_some(r)
+    });
+    assert!(
+        r["lastProblem"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("preempted"),
+        "{r}"
+    );
+    assert_eq!(job_state(&s, &b, "both")["status"]["state"], "pending");
+
+    // Deleting the deployment gives both GPUs back: the waiting job runs.
+    s.ok(ADMIN, &["delete", "deployment", "chat"]);
+    let j = wait_for("the two-GPU job admitted", 60, || {
+        let j = job_state(&s, &b, "both");
+        (j["status"]["state"] == "succeeded").then_some(j)
+    });
+    assert_eq!(
+        j["status"]["attempts"].as_array().unwrap().len(),
+        1,
+        "{j:#}"
+    );
+
+    // Inference never runs on spot: a deployment on the spot pool gpu-a is refused, with why.
+    apply_chat_spec(&s, "v1", 0, 0, 0, "gpu-a", "{minReplicas: 1}");
+    let problem = wait_for("the spot replica refused", 30, || {
+        let p = last_problem(&s);
+        p.contains("cannot be admitted").then_some(p)
+    });
+    assert!(problem.contains("spot"), "{problem}");
+    assert!(replicas(&s)["replicas"].as_array().unwrap().is_empty());
+    assert_eq!(s.terminate(), 0);
+}
+
+#[test]
+fn a_standalone_gateway_with_a_replicas_dir_runs_its_own_replicas_and_a_file_gateway_refuses_them()
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(tmp.path().to_path_buf());
+    // The server runs no gateway: only the standalone one starts replicas.
+    let s = Server::start_in(tmp.path(), &["--gateway-listen", "off"]);
+    workspace(&s);
+    let key = token(&s, "team-a", "member");
+    apply_chat(&s, "v1", 0, "{minReplicas: 1, maxReplicas: 1}");
+    let db = format!("sqlite://{}", s.db_path().display());
+    let replicas_dir = tmp.path().join("replicas");
+    let (url, mut alone) = common::spawn_listening(&[
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &db,
+        "--replicas-dir",
+        replicas_dir.to_str().unwrap(),
+    ]);
+    let gateway = format!("{url}/v1");
+    let (status, body) = wait_for(
+        "an answer from the standalone gateway's replica",
+        60,
+        || {
+            let (status, body) = concurrent_chats(&gateway, &key, 1).remove(0);
+            (status == 200).then_some((status, body))
+        },
+    );
+    assert_eq!((status, answer(&body).as_str()), (200, "hello from v1"));
+    let pids = recorded_pids(tmp.path());
+    assert_eq!(
+        pids.len(),
+        1,
+        "one replica under the replicas dir: {pids:?}"
+    );
+    let pgid = u64::from(pids[0][0]);
+    assert!(alive(pgid));
+    // SIGTERM stops the gateway and its replica, whose life becomes a usage row in the store.
+    std::process::Command::new("kill")
+        .args(["-TERM", &alone.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(alone.0.wait().unwrap().success());
+    wait_for("the replica stopped with its gateway", 15, || {
+        (!alive(pgid)).then_some(())
+    });
+    let rows = replica_rows(&s);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].tags["team"], "team-a");
+    assert_eq!(rows[0].tags["deployment"], "chat");
+    assert_eq!(rows[0].end_reason.as_deref(), Some("cancel"));
+    assert_eq!(s.terminate(), 0);
+
+    // A gateway on a file of deployments cannot run replicas: it says so at start.
+    let file = tmp.path().join("deployments.yaml");
+    std::fs::write(
+        &file,
+        "deployments:\n  - name: chat\n    models: [demo-chat]\n    versions:\n      - name: v1\n        weight: 1\n        replicas: {command: [model-server, \"{port}\"]}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["gateway", "--listen", "127.0.0.1:0", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("deployment chat version v1") && err.contains("--replicas-dir"),
+        "{err}"
+    );
 }

@@ -44,6 +44,7 @@ struct FileConfig {
     registry: Option<RegistryFileConfig>,
     otlp_endpoint: Option<String>,
     gateway_upstream_ca_file: Option<PathBuf>,
+    gateway_limits_redis: Option<String>,
     replica_usage_interval: Option<String>,
 }
 
@@ -90,6 +91,8 @@ pub struct ServerOverrides {
     /// PEM file of CA certificates the gateway trusts for https upstreams
     /// (`--gateway-upstream-ca-file`).
     pub gateway_upstream_ca_file: Option<PathBuf>,
+    /// Redis URL the gateway shares its limit windows through (`--gateway-limits-redis`).
+    pub gateway_limits_redis: Option<String>,
 }
 
 /// What runs a job's admitted attempts.
@@ -144,6 +147,10 @@ pub struct ServerConfig {
     /// system's roots (`--gateway-upstream-ca-file`, `PLINTH_GATEWAY_UPSTREAM_CA_FILE`, the config
     /// file's `gateway_upstream_ca_file`).
     pub gateway_upstream_ca_file: Option<PathBuf>,
+    /// Redis the gateway shares its limit windows through with other gateways, instead of
+    /// PostgreSQL or this process (`--gateway-limits-redis`, `PLINTH_GATEWAY_LIMITS_REDIS`, the
+    /// config file's `gateway_limits_redis`). Its `Debug` hides the password.
+    pub gateway_limits_redis: Option<plinth_gateway::limits_redis::RedisUrl>,
     /// How long the artifacts of archived (or deprecated past their sunset) model versions are
     /// kept before the server deletes them (`PLINTH_REGISTRY_ARCHIVED_ARTIFACT_RETENTION`, the
     /// config file's `registry.archived_artifact_retention`, e.g. `30d`); `None`: kept.
@@ -443,6 +450,25 @@ impl ServerConfig {
             file.gateway_upstream_ca_file,
             ("", "", ""),
         );
+        let (limits_redis, src) = pick(
+            flags.gateway_limits_redis,
+            e("PLINTH_GATEWAY_LIMITS_REDIS"),
+            file.gateway_limits_redis,
+            (
+                "--gateway-limits-redis",
+                "PLINTH_GATEWAY_LIMITS_REDIS",
+                &cfg_field("gateway_limits_redis"),
+            ),
+        );
+        let gateway_limits_redis = match limits_redis {
+            Some(url) => Some(plinth_gateway::limits_redis::RedisUrl::parse(&url).map_err(
+                |message| ConfigError::Invalid {
+                    source_name: src,
+                    message,
+                },
+            )?),
+            None => None,
+        };
         let (retention, src) = pick(
             None,
             e("PLINTH_REGISTRY_ARCHIVED_ARTIFACT_RETENTION"),
@@ -515,6 +541,7 @@ impl ServerConfig {
             otlp_endpoint,
             otel_env,
             gateway_upstream_ca_file,
+            gateway_limits_redis,
             archived_artifact_retention,
             replica_usage_interval,
         })
@@ -698,6 +725,66 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(ServerConfig::load(&e, flags).unwrap().listen.port(), 3);
+    }
+
+    #[test]
+    fn gateway_limits_redis_from_flag_env_or_file_and_bad_urls_name_their_source() {
+        let c = ServerConfig::load(&env(&[]), ServerOverrides::default()).unwrap();
+        assert_eq!(c.gateway_limits_redis, None);
+        let dir = tempfile_dir();
+        let f = dir.join("redis.yaml");
+        std::fs::write(&f, "gateway_limits_redis: redis://file-host:6380/2\n").unwrap();
+        let with_file = |pairs: &[(&str, &str)]| {
+            let mut e = env(pairs);
+            e.insert("PLINTH_CONFIG".into(), f.display().to_string());
+            e
+        };
+        let host = |c: ServerConfig| {
+            c.gateway_limits_redis
+                .map(|u| u.to_string())
+                .unwrap_or_default()
+        };
+        let c = ServerConfig::load(&with_file(&[]), ServerOverrides::default()).unwrap();
+        assert_eq!(host(c), "redis://file-host:6380/2");
+        let e = with_file(&[("PLINTH_GATEWAY_LIMITS_REDIS", "redis://:pw@env-host")]);
+        let c = ServerConfig::load(&e, ServerOverrides::default()).unwrap();
+        assert!(c.gateway_limits_redis.as_ref().unwrap().has_password());
+        assert!(!format!("{c:?}").contains(":pw@"), "{c:?}");
+        assert_eq!(host(c), "redis://env-host:6379/0");
+        let flags = ServerOverrides {
+            gateway_limits_redis: Some("redis://flag-host:1".into()),
+            ..Default::default()
+        };
+        let c = ServerConfig::load(&e, flags).unwrap();
+        assert_eq!(host(c), "redis://flag-host:1/0");
+        // A bad URL names where it came from, and never shows the password.
+        let flags = ServerOverrides {
+            gateway_limits_redis: Some("redis://:hunter2@host:port".into()),
+            ..Default::default()
+        };
+        let err = ServerConfig::load(&env(&[]), flags)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "--gateway-limits-redis: Redis URL `redis://***@host:port`: port `port` is not a number from 1 to 65535"
+        );
+        let err = ServerConfig::load(
+            &env(&[("PLINTH_GATEWAY_LIMITS_REDIS", "localhost:6379")]),
+            ServerOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("PLINTH_GATEWAY_LIMITS_REDIS: Redis URL"),
+            "{err}"
+        );
+        std::fs::write(&f, "gateway_limits_redis: rediss://host\n").unwrap();
+        let err = ServerConfig::load(&with_file(&[]), ServerOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(": gateway_limits_redis: Redis URL"), "{err}");
+        assert!(err.contains("TLS (rediss://) is not supported"), "{err}");
     }
 
     #[test]

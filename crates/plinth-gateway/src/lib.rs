@@ -12,6 +12,7 @@ pub mod canary;
 pub mod demo;
 pub mod error;
 pub mod limits;
+pub mod limits_redis;
 pub mod metrics;
 pub mod otlp;
 mod proxy;

@@ -1,11 +1,11 @@
 //! Fixed-window request, token and spend limits per team or per key.
 //!
 //! By default the windows live in this process. With a [`LimitStore`] (the server's PostgreSQL
-//! when several gateways share it) they are shared: windows are aligned to the wall clock
-//! (a 60 s window starts at each whole minute), each gateway reserves request admissions from the
-//! shared counter in chunks ([`request_chunk`]: 2 % of the limit, at least 1, at most 1,000) and
-//! admits from its chunk without a round trip, so the gateways together never admit more than the
-//! limit (and at least the limit minus one unused chunk per gateway). Token and spend totals are
+//! when several gateways share it, or Redis: [`crate::limits_redis`]) they are shared: windows
+//! are aligned to the wall clock (a 60 s window starts at each whole minute), each gateway
+//! reserves request admissions from the shared counter in chunks ([`request_chunk`]: 2 % of the
+//! limit, at least 1, at most 1,000) and admits from its chunk without a round trip, so the
+//! gateways together never admit more than the limit (and at least the limit minus one unused chunk per gateway). Token and spend totals are
 //! added to the shared counters and read back every [`SHARED_SYNC`], so another gateway's usage
 //! is seen within that interval. When the store cannot be reached, a gateway keeps admitting on
 //! its own (it logs a warning): limits never take the gateway down.

@@ -108,9 +108,15 @@ pub struct ReplicaSpec {
     /// 2 s). Default `/health`.
     #[serde(default = "default_readiness_path")]
     pub readiness_path: String,
-    /// Pool whose prices meter the replicas' time. Default `local`.
+    /// Pool the replicas run in, and whose prices meter their time. Default `local`. Where
+    /// the server's job scheduler runs this pool, each replica is admitted by it like a job
+    /// of class `inference` (quota, placement of its GPUs, preemption).
     #[serde(default = "default_replica_pool")]
     pub pool: String,
+    /// Queue whose quota admits the replicas. Default: the first of the deployment team's
+    /// queues (by name) that admits them, where `pool` is scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
     #[serde(default)]
     pub resources: ReplicaResources,
     /// Extra environment variables (not `PLINTH_*` or `CUDA_VISIBLE_DEVICES`).

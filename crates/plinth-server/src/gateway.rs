@@ -144,6 +144,28 @@ async fn prune_limit_windows(store: plinth_store::Store) {
     }
 }
 
+/// A Redis limit store for `url`, checked with a `PING` at start: Redis refusing (a wrong
+/// password, a database that does not exist) or not speaking Redis is an error naming `setting`;
+/// Redis not reachable yet is a warning, since the gateway counts on its own until it is (see
+/// [`plinth_gateway::limits`]).
+pub async fn redis_limit_store(
+    url: plinth_gateway::limits_redis::RedisUrl,
+    setting: &str,
+) -> Result<Arc<dyn plinth_gateway::limits::LimitStore>, String> {
+    use plinth_gateway::limits_redis::{RedisErrorKind, RedisLimitStore};
+    let store = RedisLimitStore::new(url);
+    match store.ping().await {
+        Ok(()) => {
+            tracing::info!(redis = %store.address(), "gateway: limit windows shared through Redis");
+        }
+        Err(e) if e.kind == RedisErrorKind::Unreachable => {
+            tracing::warn!(error = %e, "gateway: {setting}: Redis is not reachable yet; limits are counted by each gateway on its own until it is");
+        }
+        Err(e) => return Err(format!("{setting}: {e}")),
+    }
+    Ok(Arc::new(store))
+}
+
 /// Forwards rollbacks to the task that audits them (the callback must not block).
 struct RollbackForwarder(tokio::sync::mpsc::UnboundedSender<RollbackEvent>);
 
@@ -286,11 +308,14 @@ pub struct ServerGateway {
 impl ServerGateway {
     /// Builds the gateway and starts its background tasks: the deployment sync, the usage writer
     /// and the rollback recorder. Serving on a port is separate ([`ServerGateway::serve`]).
+    /// `limit_store` (Redis, [`redis_limit_store`]) shares the limit windows instead of the
+    /// store's PostgreSQL.
     pub fn start(
         platform: Platform,
         metrics: &crate::metrics::Metrics,
         otlp: Option<plinth_gateway::OtlpConfig>,
         upstream_ca_certs: Vec<Vec<u8>>,
+        limit_store: Option<Arc<dyn plinth_gateway::limits::LimitStore>>,
     ) -> Arc<ServerGateway> {
         let (sink, usage_rx) = ChannelSink::new(USAGE_QUEUE);
         let usage = Arc::new(CountingSink {
@@ -311,9 +336,11 @@ impl ServerGateway {
             ..Default::default()
         });
         // On PostgreSQL several gateways (servers, `plinth gateway --database-url`) may share the
-        // store: their limit windows are shared through it.
+        // store: their limit windows are shared through it, unless a Redis was given for them.
         let store = platform.store();
-        if store.backend() == plinth_store::Backend::Postgres {
+        if let Some(limits) = limit_store {
+            builder = builder.limit_store(limits);
+        } else if store.backend() == plinth_store::Backend::Postgres {
             builder = builder.limit_store(Arc::new(StoreLimits(store.clone())));
             tokio::spawn(prune_limit_windows(store.clone()));
         }
@@ -700,15 +727,26 @@ impl ServerGateway {
 
 /// `plinth gateway --database-url URL`: only the gateway, against a store `plinth serve` uses
 /// (PostgreSQL, for scale-out): the stored Deployments, the server's tokens as keys, usage rows
-/// and rollbacks into that store. Serves until SIGINT or SIGTERM, then writes the usage records
-/// still queued.
+/// and rollbacks into that store; limit windows shared through that store, or through
+/// `limits_redis` when given (`--limits-redis`). Serves until SIGINT or SIGTERM, then writes the
+/// usage records still queued.
 pub async fn serve_alone(
     database_url: &str,
     listen: SocketAddr,
     otlp: Option<plinth_gateway::OtlpConfig>,
     upstream_ca_certs: Vec<Vec<u8>>,
+    limits_redis: Option<plinth_gateway::limits_redis::RedisUrl>,
+    replicas_dir: Option<std::path::PathBuf>,
     on_start: impl FnOnce(SocketAddr),
 ) -> Result<(), crate::ServeError> {
+    let limits = match limits_redis {
+        Some(url) => Some(
+            redis_limit_store(url, "--limits-redis")
+                .await
+                .map_err(crate::ServeError::Gateway)?,
+        ),
+        None => None,
+    };
     let store = plinth_store::Store::connect(database_url).await?;
     let metrics = crate::metrics::Metrics::new();
     let me = ServerGateway::start(
@@ -716,6 +754,7 @@ pub async fn serve_alone(
         &metrics,
         otlp,
         upstream_ca_certs,
+        limits,
     );
     let listener =
         tokio::net::TcpListener::bind(listen)
@@ -725,12 +764,37 @@ pub async fn serve_alone(
                 message: e.to_string(),
             })?;
     let addr = listener.local_addr()?;
+    // This gateway's own local replicas of the Deployments (each gateway started with a
+    // replicas directory runs its own, on its machine, outside the server's job scheduler).
+    let replicas = match replicas_dir {
+        Some(dir) => Some(
+            crate::replicas::Replicas::start(
+                store.clone(),
+                Arc::clone(&me),
+                dir.clone(),
+                REPLICA_USAGE_INTERVAL,
+                None,
+            )
+            .map_err(|message| crate::ServeError::DataDir {
+                path: dir.display().to_string(),
+                message,
+            })?,
+        ),
+        None => None,
+    };
     on_start(addr);
-    plinth_gateway::serve(listener, me.gateway.clone(), crate::stop_requested()).await?;
+    let served = plinth_gateway::serve(listener, me.gateway.clone(), crate::stop_requested()).await;
+    if let Some(r) = &replicas {
+        r.shutdown(Duration::from_secs(10)).await;
+    }
     me.flush(Duration::from_secs(10)).await;
     store.close().await;
+    served?;
     Ok(())
 }
+
+/// How often a standalone gateway's running replicas write their usage so far.
+const REPLICA_USAGE_INTERVAL: Duration = Duration::from_secs(60);
 
 fn role_name(r: VersionRole) -> &'static str {
     match r {

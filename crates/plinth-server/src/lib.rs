@@ -31,6 +31,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiErrorResponse;
+pub use gateway::redis_limit_store as gateway_redis_limit_store;
 pub use gateway::serve_alone as serve_gateway_alone;
 pub use openapi::openapi_json;
 
@@ -179,9 +180,17 @@ pub async fn serve(
             .map_err(|e| ServeError::Gateway(format!("upstream CA file {e}")))?,
         None => Vec::new(),
     };
-    let gateway = config
-        .gateway_listen
-        .map(|_| gateway::ServerGateway::start(platform.clone(), &metrics, otlp, upstream_ca));
+    let limits = match (&config.gateway_listen, &config.gateway_limits_redis) {
+        (Some(_), Some(url)) => Some(
+            gateway::redis_limit_store(url.clone(), "--gateway-limits-redis")
+                .await
+                .map_err(ServeError::Gateway)?,
+        ),
+        _ => None,
+    };
+    let gateway = config.gateway_listen.map(|_| {
+        gateway::ServerGateway::start(platform.clone(), &metrics, otlp, upstream_ca, limits)
+    });
     let gateway_addr = match (config.gateway_listen, &gateway) {
         (Some(addr), Some(gateway)) => match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => Some(gateway.serve(l, stop_requested())?),
@@ -206,6 +215,7 @@ pub async fn serve(
                 Arc::clone(g),
                 config.data_dir.join("replicas"),
                 config.replica_usage_interval,
+                Some(Arc::clone(&jobs)),
             )
             .map_err(|message| ServeError::DataDir {
                 path: config.data_dir.join("replicas").display().to_string(),

@@ -27,7 +27,7 @@
 //! go, and the rows not yet known to be stored, are kept in `meter.json` in the replica's
 //! directory, so a restart neither loses nor double-counts a stretch.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +42,8 @@ use plinth_gateway::metrics::ReplicaLabels;
 use plinth_gateway::replicas::{Endpoint, ReplicaInfo, ReplicasView};
 use plinth_gateway::{Gateway, ReplicaTarget};
 use plinth_store::Store;
+
+use crate::jobs::{HoldRequest, HoldState};
 use plinth_store::usage::UsageRow;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -81,6 +83,10 @@ struct AdoptInfo {
     gpus: Vec<u32>,
     /// What its usage rows carry.
     meter: plinth_exec::UsageRecord,
+    /// The queue whose hold admitted it, where its pool is scheduled (asked for again when it
+    /// is adopted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    queue: Option<String>,
 }
 
 /// How far a replica's usage has been written as rows.
@@ -159,6 +165,8 @@ struct Replica {
     meter: Option<plinth_exec::UsageRecord>,
     /// When its usage so far was last written.
     metered_at: Instant,
+    /// Its capacity is held through the job scheduler (released when it ends).
+    held: bool,
 }
 
 struct Group {
@@ -173,6 +181,10 @@ struct Group {
     desired: u32,
     /// Ids of the endpoints last given to the pool.
     published: Vec<String>,
+    /// The id of the next replica while its hold waits for the scheduler.
+    pending: Option<String>,
+    /// Why it waits, shown as the last problem meanwhile.
+    waiting: Option<String>,
 }
 
 #[derive(Default)]
@@ -190,12 +202,41 @@ struct Ctl {
     adopt_until: Option<Instant>,
 }
 
+/// The start of a replica's last problem while it waits for the scheduler.
+const WAITING: &str = "waiting for admission";
+
+/// What one try to start a replica came to.
+enum Start {
+    Started(Box<Replica>),
+    /// Its hold waits for the scheduler (why).
+    Waiting(String),
+}
+
+/// What the scheduler said about a replica's capacity.
+enum Admission {
+    /// Its pool is not scheduled: it runs outside the scheduler's books.
+    Unscheduled,
+    Placed(Placed),
+    /// Waiting (why).
+    Waiting(String),
+}
+
+/// Where the scheduler put a replica.
+struct Placed {
+    queue: String,
+    pool: String,
+    node: String,
+    gpus: Vec<GpuSlot>,
+}
+
 /// The replica controller of `plinth serve`.
 pub struct Replicas {
     exec: Arc<Executor>,
     gateway: Gateway,
     server: Arc<crate::gateway::ServerGateway>,
     store: Store,
+    /// The job controller, whose scheduler admits replicas on the pools it runs.
+    jobs: Option<Arc<crate::jobs::Jobs>>,
     ctl: Mutex<Ctl>,
     stopping: AtomicBool,
     /// How often a running replica's usage so far is written.
@@ -360,6 +401,7 @@ impl Replicas {
         server: Arc<crate::gateway::ServerGateway>,
         root: PathBuf,
         usage_interval: Duration,
+        jobs: Option<Arc<crate::jobs::Jobs>>,
     ) -> Result<Arc<Replicas>, String> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot locate this program for the supervisor: {e}"))?;
@@ -373,6 +415,7 @@ impl Replicas {
             gateway: server.gateway.clone(),
             server,
             store,
+            jobs,
             ctl: Mutex::new(Ctl::default()),
             stopping: AtomicBool::new(false),
             usage_interval,
@@ -466,8 +509,11 @@ impl Replicas {
                         health_failures: 0,
                         meter: info.as_ref().map(|i| i.meter.clone()),
                         metered_at: Instant::now(),
+                        held: false,
                     };
                     if let Some(info) = info {
+                        let mut replica = replica;
+                        replica.held = self.hold_again(&a.id.job_id, &info).await;
                         tracing::info!(replica = %a.id.job_id, pid = a.pid, deployment = %info.deployment, version = %info.version, "replicas: a replica of the previous run still runs; its version adopts it if its spec is unchanged");
                         ctl.gpus_in_use.extend(info.gpus.iter().copied());
                         ctl.adoptable.push((info, replica));
@@ -480,6 +526,41 @@ impl Replicas {
                     self.ended(&o).await;
                 }
             }
+        }
+    }
+
+    /// Asks the scheduler again for the capacity of a replica of the previous run that was
+    /// admitted through a queue, so jobs do not get its GPUs; the scheduler places it anew.
+    /// One that no longer fits keeps running outside its books (like an adopted job).
+    async fn hold_again(&self, id: &str, info: &AdoptInfo) -> bool {
+        let (Some(jobs), Some(queue)) = (&self.jobs, &info.queue) else {
+            return false;
+        };
+        let tag = |k: &str| info.meter.tags.get(k).cloned().unwrap_or_default();
+        let req = HoldRequest {
+            holder: id.to_string(),
+            team: tag("team"),
+            queue: Some(queue.clone()),
+            pool: info.meter.pool.clone(),
+            gpus: u32::try_from(info.gpus.len()).unwrap_or(u32::MAX),
+            cpus: tag("cpus").parse().unwrap_or(0.0),
+            memory_gib: tag("memoryGib").parse().unwrap_or(0.0),
+        };
+        match jobs.hold(&req).await {
+            HoldState::Rejected { reason } => {
+                tracing::warn!(replica = %id, %reason, "replicas: an adopted replica no longer fits its queue; it runs unaccounted");
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Gives a replica's held capacity back to the scheduler.
+    async fn release(&self, r: &Replica) {
+        if r.held
+            && let Some(jobs) = &self.jobs
+        {
+            jobs.release(&r.id.job_id).await;
         }
     }
 
@@ -577,6 +658,7 @@ impl Replicas {
                     for g in &r.gpus {
                         ctl.gpus_in_use.remove(g);
                     }
+                    self.release(&r).await;
                     self.ended(&o).await;
                 }
                 Ok(AttemptStatus::Running { .. }) => keep.push(r),
@@ -585,6 +667,7 @@ impl Replicas {
                     for g in &r.gpus {
                         ctl.gpus_in_use.remove(g);
                     }
+                    self.release(&r).await;
                 }
             }
         }
@@ -615,6 +698,9 @@ impl Replicas {
         let mut outgoing: BTreeMap<(String, String), Vec<Replica>> = BTreeMap::new();
         for k in old {
             if let Some(g) = ctl.groups.remove(&k) {
+                if let (Some(p), Some(jobs)) = (&g.pending, &self.jobs) {
+                    jobs.release(p).await;
+                }
                 let changed = targets.contains_key(&k);
                 tracing::info!(deployment = %k.0, version = %k.1, replicas = g.replicas.len(), changed, "replicas: replacing the replicas of a changed version, or stopping those of a deleted one");
                 g.target.pool.set_endpoints(Vec::new());
@@ -641,6 +727,8 @@ impl Replicas {
                 last_problem: None,
                 desired: 0,
                 published: Vec::new(),
+                pending: None,
+                waiting: None,
             });
             // Autoscaling and load-balancing changes apply without a restart.
             g.target = t;
@@ -648,8 +736,12 @@ impl Replicas {
         self.adopt(ctl);
         self.poll_leftovers(ctl).await;
         let keys: Vec<(String, String)> = ctl.groups.keys().cloned().collect();
+        let revoked: HashMap<String, String> = match &self.jobs {
+            Some(j) => j.revoked().await.into_iter().collect(),
+            None => HashMap::new(),
+        };
         for k in keys {
-            self.reconcile(ctl, &k).await;
+            self.reconcile(ctl, &k, &revoked).await;
         }
         self.publish_metrics(ctl);
     }
@@ -682,7 +774,12 @@ impl Replicas {
         }
     }
 
-    async fn reconcile(&self, ctl: &mut Ctl, key: &(String, String)) {
+    async fn reconcile(
+        &self,
+        ctl: &mut Ctl,
+        key: &(String, String),
+        revoked: &HashMap<String, String>,
+    ) {
         let Some(mut g) = ctl.groups.remove(key) else {
             return;
         };
@@ -694,6 +791,7 @@ impl Replicas {
                     for i in &r.gpus {
                         ctl.gpus_in_use.remove(i);
                     }
+                    self.release(&r).await;
                     if !matches!(r.state, State::Stopping) {
                         let stderr = self
                             .exec
@@ -734,8 +832,19 @@ impl Replicas {
                 }
                 Err(e) => {
                     tracing::warn!(replica = %r.id.job_id, error = %e, "replicas: lost track of a replica");
+                    self.release(&r).await;
                     continue;
                 }
+            }
+            if let Some(reason) = revoked.get(&r.id.job_id)
+                && r.state != State::Stopping
+            {
+                let msg = format!("replica {} stopped: {reason}", r.id.job_id);
+                tracing::warn!(deployment = %key.0, version = %key.1, problem = %msg, "replicas: the scheduler took a replica's capacity back");
+                g.restarts += 1;
+                g.last_problem = Some(msg);
+                self.retire(ctl, r);
+                continue;
             }
             let path = g.target.spec.readiness_path.clone();
             match r.state {
@@ -820,12 +929,18 @@ impl Replicas {
             if g.retry_at.is_none_or(|t| Instant::now() >= t) {
                 g.retry_at = None;
                 for _ in running..desired {
-                    match self.start_replica(ctl, &g).await {
-                        Ok(r) => {
+                    match self.start_replica(ctl, &mut g).await {
+                        Ok(Start::Started(r)) => {
                             tracing::info!(deployment = %key.0, version = %key.1, replica = %r.id.job_id, pid = r.pid, port = r.port, "replicas: replica started");
-                            g.replicas.push(r);
+                            g.waiting = None;
+                            g.replicas.push(*r);
+                        }
+                        Ok(Start::Waiting(msg)) => {
+                            g.waiting = Some(msg);
+                            break;
                         }
                         Err(msg) => {
+                            g.waiting = None;
                             tracing::warn!(deployment = %key.0, version = %key.1, problem = %msg, "replicas: cannot start a replica");
                             // The old spec's replicas may hold what the new one needs (GPUs):
                             // they give way, and the next try starts the new one.
@@ -849,6 +964,7 @@ impl Replicas {
                 }
             }
         } else if desired < running {
+            self.drop_pending(&mut g).await;
             if to_zero {
                 tracing::info!(deployment = %key.0, version = %key.1, idle_seconds = idle_ms / 1000, "replicas: scaling to zero");
                 for r in &mut g.replicas {
@@ -877,6 +993,7 @@ impl Replicas {
             }
         } else {
             g.low_since = None;
+            self.drop_pending(&mut g).await;
         }
 
         // 3. Once enough replicas of the new spec are ready, the outgoing ones drain.
@@ -912,7 +1029,7 @@ impl Replicas {
             ready: g.published.len() as u32,
             queued: 0,
             restarts: g.restarts,
-            last_problem: g.last_problem.clone(),
+            last_problem: g.waiting.clone().or_else(|| g.last_problem.clone()),
             replicas: g
                 .replicas
                 .iter()
@@ -946,12 +1063,103 @@ impl Replicas {
         }
     }
 
-    async fn start_replica(&self, ctl: &mut Ctl, g: &Group) -> Result<Replica, String> {
+    /// A hold still waiting when no replica more is wanted is given back.
+    async fn drop_pending(&self, g: &mut Group) {
+        g.waiting = None;
+        if let (Some(p), Some(jobs)) = (g.pending.take(), &self.jobs) {
+            jobs.release(&p).await;
+        }
+    }
+
+    /// Where the version's pool is scheduled, asks the job scheduler for the replica's
+    /// capacity first: the queue, pool and GPUs it was given, or why it waits.
+    async fn admit(&self, g: &mut Group, id: &str) -> Result<Admission, String> {
+        let Some(jobs) = &self.jobs else {
+            return Ok(Admission::Unscheduled);
+        };
         let t = &g.target;
         let spec = &t.spec;
-        let (pool_gpus, procurement) = self.pool_info(&spec.pool).await;
+        let req = HoldRequest {
+            holder: id.to_string(),
+            team: self.server.team_of(&t.deployment).unwrap_or_default(),
+            queue: spec.queue.clone(),
+            pool: spec.pool.clone(),
+            gpus: spec.resources.gpus,
+            cpus: spec.resources.cpus,
+            memory_gib: spec.resources.memory_gib,
+        };
+        match jobs.hold(&req).await {
+            HoldState::Unscheduled => Ok(Admission::Unscheduled),
+            HoldState::Waiting { queue, reason } => {
+                g.pending = Some(id.to_string());
+                Ok(Admission::Waiting(format!(
+                    "{WAITING} in queue `{queue}`: {reason}"
+                )))
+            }
+            HoldState::Held {
+                queue,
+                pool,
+                node,
+                gpus,
+            } => {
+                g.pending = None;
+                Ok(Admission::Placed(Placed {
+                    queue,
+                    pool,
+                    node,
+                    gpus,
+                }))
+            }
+            HoldState::Revoked { reason } => {
+                g.pending = None;
+                jobs.release(id).await;
+                Err(format!("replica {id}: {reason}"))
+            }
+            HoldState::Rejected { reason } => {
+                g.pending = None;
+                Err(format!(
+                    "replica of {}/{} cannot be admitted: {reason}",
+                    t.deployment, t.version
+                ))
+            }
+        }
+    }
+
+    async fn start_replica(&self, ctl: &mut Ctl, g: &mut Group) -> Result<Start, String> {
+        let job_id = g
+            .pending
+            .clone()
+            .unwrap_or_else(|| new_id(&g.target.deployment, &g.target.version));
+        let placed = match self.admit(g, &job_id).await? {
+            Admission::Unscheduled => None,
+            Admission::Placed(p) => Some(p),
+            Admission::Waiting(why) => return Ok(Start::Waiting(why)),
+        };
+        let started = self.launch(ctl, g, job_id.clone(), placed.as_ref()).await;
+        if started.is_err()
+            && placed.is_some()
+            && let Some(jobs) = &self.jobs
+        {
+            jobs.release(&job_id).await;
+        }
+        started.map(|r| Start::Started(Box::new(r)))
+    }
+
+    async fn launch(
+        &self,
+        ctl: &mut Ctl,
+        g: &Group,
+        job_id: String,
+        placed: Option<&Placed>,
+    ) -> Result<Replica, String> {
+        let t = &g.target;
+        let spec = &t.spec;
+        let pool_name = placed.map_or(spec.pool.as_str(), |p| p.pool.as_str());
+        let (pool_gpus, procurement) = self.pool_info(pool_name).await;
         let mut gpus = Vec::new();
-        if spec.resources.gpus > 0 {
+        if let Some(p) = placed {
+            gpus = p.gpus.iter().map(|s| s.index).collect();
+        } else if spec.resources.gpus > 0 {
             gpus = (0..pool_gpus)
                 .filter(|i| !ctl.gpus_in_use.contains(i))
                 .take(spec.resources.gpus as usize)
@@ -966,7 +1174,6 @@ impl Replicas {
             }
         }
         let port = free_port()?;
-        let job_id = new_id(&t.deployment, &t.version);
         let command: Vec<String> = spec
             .command
             .iter()
@@ -975,9 +1182,12 @@ impl Replicas {
         let mut a = AttemptSpec::new(job_id.clone(), 1, command);
         a.env = spec.env.clone();
         a.env.insert(spec.port_env.clone(), port.to_string());
-        a.gpus = gpus.iter().map(|&i| GpuSlot::whole(i)).collect();
+        a.gpus = match placed {
+            Some(p) => p.gpus.clone(),
+            None => gpus.iter().map(|&i| GpuSlot::whole(i)).collect(),
+        };
         a.stop_grace = STOP_GRACE;
-        a.pool = spec.pool.clone();
+        a.pool = pool_name.to_string();
         a.procurement = procurement;
         let team = self.server.team_of(&t.deployment).unwrap_or_default();
         let tags: BTreeMap<String, String> = [
@@ -1008,13 +1218,17 @@ impl Replicas {
             }
             Err(e) => return Err(format!("replica {job_id}: start panicked: {e}")),
         };
-        for &i in &gpus {
-            ctl.gpus_in_use.insert(i);
+        if placed.is_none() {
+            for &i in &gpus {
+                ctl.gpus_in_use.insert(i);
+            }
+        } else if let Some(p) = placed {
+            tracing::info!(replica = %id.job_id, queue = %p.queue, pool = %p.pool, node = %p.node, gpus = ?gpus, "replicas: admitted by the scheduler");
         }
         let meter = plinth_exec::UsageRecord {
             job_id: id.job_id.clone(),
             attempt: id.attempt,
-            pool: spec.pool.clone(),
+            pool: pool_name.to_string(),
             procurement,
             gpu_seconds: 0.0,
             cpu_seconds: 0.0,
@@ -1031,6 +1245,7 @@ impl Replicas {
             port,
             gpus: gpus.clone(),
             meter: meter.clone(),
+            queue: placed.map(|p| p.queue.clone()),
         };
         let written = self
             .exec
@@ -1053,6 +1268,7 @@ impl Replicas {
             gpus,
             last_check: Instant::now(),
             health_failures: 0,
+            held: placed.is_some(),
         })
     }
 

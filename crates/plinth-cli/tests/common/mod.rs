@@ -149,6 +149,51 @@ pub fn read_url(child: &mut Child) -> String {
     url
 }
 
+/// A child process of the test, killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `plinth ARGS` and reads the URL it prints once it listens.
+pub fn spawn_listening(args: &[&str]) -> (String, Proc) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .env("PLINTH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn plinth");
+    let url = read_url(&mut child);
+    (url, Proc(child))
+}
+
+/// A demo model server process.
+pub struct Model {
+    pub url: String,
+    _proc: Proc,
+}
+
+impl Model {
+    pub fn start(name: &str, error_rate: f64) -> Model {
+        let rate = error_rate.to_string();
+        let (url, proc_) = spawn_listening(&[
+            "demo-model-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            name,
+            "--error-rate",
+            &rate,
+        ]);
+        Model { url, _proc: proc_ }
+    }
+}
+
 /// Writes `text` to a file under `dir` and returns its path as a string.
 pub fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);

@@ -10,7 +10,10 @@ pub mod api;
 pub mod apply;
 mod approval;
 mod convert;
+mod holds;
 mod runner;
+
+pub use holds::{HoldRequest, HoldState};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -128,6 +131,9 @@ struct Ctl {
     last_full: Option<Instant>,
     /// The team of every stored Queue, as last read (also those the scheduler cannot use).
     queue_teams: HashMap<String, String>,
+    /// Capacity held by replicas (see `holds`), by holder, and their scheduler ids.
+    holds: BTreeMap<String, holds::Hold>,
+    hold_ids: HashMap<JobId, String>,
 }
 
 /// The controller, shared by the API handlers and its own loop.
@@ -144,6 +150,9 @@ pub struct Jobs {
     usage: crate::cost::UsageSink,
     /// Approvals, budget blocks and GPU-hour quotas (see `crate::cost`).
     guard: crate::cost::Guard,
+    /// True once stored jobs and running attempts are recovered (holds wait for it, so the
+    /// pools and queues are known and adopted attempts have their resources first).
+    recovered: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -185,6 +194,22 @@ fn encode_job(
     json.push_str("}}");
     let digest = hex::encode(sha2::Sha256::digest(json.as_bytes()));
     Ok((json, digest))
+}
+
+/// A placement's GPUs (index, thousandths of it) as the executor's slots.
+fn gpu_slots(gpus: &[(u32, u32)]) -> Vec<GpuSlot> {
+    gpus.iter()
+        .map(|&(i, milli)| {
+            if milli >= 1000 {
+                GpuSlot::whole(i)
+            } else {
+                GpuSlot {
+                    index: i,
+                    fraction: Some(f64::from(milli) / 1000.0),
+                }
+            }
+        })
+        .collect()
 }
 
 fn now_ms() -> u64 {
@@ -291,12 +316,20 @@ impl Jobs {
                 by_id: HashMap::new(),
                 last_full: None,
                 queue_teams: HashMap::new(),
+                holds: BTreeMap::new(),
+                hold_ids: HashMap::new(),
             }),
             wake: Notify::new(),
             metrics,
             usage,
             guard,
+            recovered: tokio::sync::watch::Sender::new(false),
         }))
+    }
+
+    async fn wait_recovered(&self) {
+        let mut rx = self.recovered.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     /// Recovers stored jobs and running attempts, then runs the loop until the process ends.
@@ -306,6 +339,7 @@ impl Jobs {
             if let Err(e) = me.recover().await {
                 tracing::error!(error = %e, "job controller: recovery failed");
             }
+            me.recovered.send_replace(true);
             me.backfill_usage().await;
             loop {
                 let started = Instant::now();
@@ -1242,15 +1276,21 @@ impl Jobs {
                     placement,
                     ..
                 } => {
+                    self.metrics.jobs.admissions.inc();
                     let Some(name) = ctl.by_id.get(&job).cloned() else {
+                        if let Some(h) = ctl.hold_mut(job) {
+                            h.admitted(&pool, &placement);
+                        }
                         continue;
                     };
-                    self.metrics.jobs.admissions.inc();
                     self.start_attempt(&mut ctl, &name, &pool, &placement).await;
                 }
                 Decision::Preempted { job, reason, .. } => {
                     self.metrics.jobs.preemptions.inc();
                     let Some(name) = ctl.by_id.get(&job).cloned() else {
+                        if let Some(h) = ctl.hold_mut(job) {
+                            h.revoke(format!("preempted: {reason}"));
+                        }
                         continue;
                     };
                     if let Some(t) = ctl.jobs.get(&name)
@@ -1363,19 +1403,7 @@ impl Jobs {
             let id = pod_id(name, n, rank);
             let mut a = AttemptSpec::new(id.job_id, n, spec.command.clone());
             a.env = spec.env.clone();
-            a.gpus = gpus
-                .iter()
-                .map(|&(i, milli)| {
-                    if milli >= 1000 {
-                        GpuSlot::whole(i)
-                    } else {
-                        GpuSlot {
-                            index: i,
-                            fraction: Some(f64::from(milli) / 1000.0),
-                        }
-                    }
-                })
-                .collect();
+            a.gpus = gpu_slots(gpus);
             a.checkpoint_dir = spec.checkpoint_dir.clone().map(Into::into);
             a.max_runtime = spec
                 .max_runtime
@@ -1699,6 +1727,9 @@ impl Jobs {
         let mut names = Vec::new();
         for v in victims {
             let Some(name) = ctl.by_id.get(&v).cloned() else {
+                if let Some(h) = ctl.hold_mut(v) {
+                    h.revoke(message.to_string());
+                }
                 continue;
             };
             if let Some(t) = ctl.jobs.get_mut(&name) {
