@@ -736,9 +736,14 @@ impl Replicas {
         self.adopt(ctl);
         self.poll_leftovers(ctl).await;
         let keys: Vec<(String, String)> = ctl.groups.keys().cloned().collect();
+        // Only replicas admitted by the scheduler can have their capacity taken back.
+        let any_held = ctl
+            .groups
+            .values()
+            .any(|g| g.replicas.iter().any(|r| r.held));
         let revoked: HashMap<String, String> = match &self.jobs {
-            Some(j) => j.revoked().await.into_iter().collect(),
-            None => HashMap::new(),
+            Some(j) if any_held => j.revoked().await.into_iter().collect(),
+            _ => HashMap::new(),
         };
         for k in keys {
             self.reconcile(ctl, &k, &revoked).await;

@@ -134,6 +134,11 @@ struct Ctl {
     /// Capacity held by replicas (see `holds`), by holder, and their scheduler ids.
     holds: BTreeMap<String, holds::Hold>,
     hold_ids: HashMap<JobId, String>,
+    /// Scheduler ids of submitted jobs whose transaction is being committed (they are not in
+    /// `jobs` yet), and the admissions the scheduler gave some of them meanwhile: their
+    /// attempts start once the jobs are stored.
+    committing: std::collections::HashSet<JobId>,
+    deferred: HashMap<JobId, (String, Vec<plinth_sched::PodPlacement>)>,
 }
 
 /// The controller, shared by the API handlers and its own loop.
@@ -143,6 +148,10 @@ pub struct Jobs {
     ctl: Mutex<Ctl>,
     /// Writes staged under the `ctl` lock, committed together by `flush` (still under it).
     writes: std::sync::Mutex<Vec<Write>>,
+    /// Held by every commit of job writes, and taken while `ctl` is still held: transactions
+    /// reach the store in the order their changes were made, even when a batch submission
+    /// commits after letting go of `ctl`.
+    commit_order: Mutex<()>,
     chaos: Option<std::sync::Mutex<Chaos>>,
     wake: Notify,
     metrics: Arc<Metrics>,
@@ -305,6 +314,7 @@ impl Jobs {
             platform,
             exec,
             writes: std::sync::Mutex::new(Vec::new()),
+            commit_order: Mutex::new(()),
             chaos,
             ctl: Mutex::new(Ctl {
                 sched,
@@ -318,6 +328,8 @@ impl Jobs {
                 queue_teams: HashMap::new(),
                 holds: BTreeMap::new(),
                 hold_ids: HashMap::new(),
+                committing: Default::default(),
+                deferred: HashMap::new(),
             }),
             wake: Notify::new(),
             metrics,
@@ -541,32 +553,56 @@ impl Jobs {
 
     /// Commits every staged write in one transaction: all of them or none.
     async fn flush(&self) -> Result<(), CoreError> {
-        let writes = self.take_writes();
-        if writes.is_empty() {
+        let Some(batch) = self.take_batch() else {
             return Ok(());
-        }
-        let mut batch = Batch {
-            ops: Vec::with_capacity(writes.len()),
-            events: Vec::new(),
         };
-        for w in writes {
-            batch.ops.push(w.op);
-            batch.events.extend(w.event);
-        }
+        let _order = self.commit_order.lock().await;
         self.platform.store().commit(batch).await?;
         Ok(())
+    }
+
+    /// Every staged write as one batch; `None` when nothing is staged.
+    fn take_batch(&self) -> Option<Batch> {
+        self.take_staged().map(|(b, _)| b)
     }
 
     /// Commits the staged writes of the controller's own changes in one transaction; if that
     /// fails, each on its own, and a job whose write still fails has its generation read back
     /// from the store so its next write (of its whole record) can succeed.
     async fn flush_best_effort(&self, ctl: &mut Ctl) {
+        let Some(staged) = self.take_staged() else {
+            return;
+        };
+        let failed = {
+            let _order = self.commit_order.lock().await;
+            self.commit_best_effort(staged).await
+        };
+        self.reread_generations(ctl, failed).await;
+    }
+
+    /// `flush_best_effort` that lets go of `ctl` while it commits (the commit order is taken
+    /// first), so submissions go on meanwhile.
+    async fn flush_released(&self, ctl: tokio::sync::MutexGuard<'_, Ctl>) {
+        let Some(staged) = self.take_staged() else {
+            return;
+        };
+        let order = self.commit_order.lock().await;
+        drop(ctl);
+        let failed = self.commit_best_effort(staged).await;
+        drop(order);
+        if !failed.is_empty() {
+            let mut ctl = self.ctl.lock().await;
+            self.reread_generations(&mut ctl, failed).await;
+        }
+    }
+
+    /// The staged writes as one batch of every op and event, with each op's job and whether it
+    /// has an event (to store them one by one if the whole cannot be stored).
+    fn take_staged(&self) -> Option<(Batch, Vec<(String, bool)>)> {
         let writes = self.take_writes();
         if writes.is_empty() {
-            return;
+            return None;
         }
-        // One batch of every op and event, kept (not copied) to store them one by one if the
-        // whole cannot be stored.
         let mut batch = Batch {
             ops: Vec::with_capacity(writes.len()),
             events: Vec::new(),
@@ -577,10 +613,18 @@ impl Jobs {
             names.push((w.name, w.event.is_some()));
             batch.events.extend(w.event);
         }
+        Some((batch, names))
+    }
+
+    /// Commits a batch, else each write on its own; returns the jobs whose write failed.
+    async fn commit_best_effort(
+        &self,
+        (batch, names): (Batch, Vec<(String, bool)>),
+    ) -> Vec<String> {
         let Err(e) = self.platform.store().commit_ref(&batch).await else {
-            return;
+            return Vec::new();
         };
-        let mut single = Vec::with_capacity(names.len());
+        let mut failed = Vec::with_capacity(names.len());
         tracing::warn!(error = %e, writes = names.len(), "cannot store job changes together; storing them one by one");
         let mut events = batch.events.into_iter();
         for ((name, has_event), op) in names.into_iter().zip(batch.ops) {
@@ -595,10 +639,15 @@ impl Jobs {
                 .await;
             if let Err(e) = r {
                 tracing::warn!(job = %name, error = %e, "cannot save job");
-                single.push(name);
+                failed.push(name);
             }
         }
-        for name in single {
+        failed
+    }
+
+    /// Reads back the stored generation of jobs whose write failed.
+    async fn reread_generations(&self, ctl: &mut Ctl, failed: Vec<String>) {
+        for name in failed {
             if let Ok(Some(o)) = self.platform.store().get_object(JOB_KIND, &name).await
                 && let Some(t) = ctl.jobs.get_mut(&name)
             {
@@ -835,17 +884,48 @@ impl Jobs {
                 break;
             }
         }
-        let stored = match staged {
-            Ok(()) => self.flush().await,
+        let batch = match staged {
+            Ok(()) => self.take_batch(),
             Err(e) => {
                 self.take_writes();
-                Err(e)
+                for id in &ids {
+                    let _ = ctl.sched.cancel(*id, ms);
+                }
+                return Err(e);
             }
         };
+        // The commit runs without `ctl`, so the controller's pass and other submissions go on
+        // meanwhile; `commit_order`, taken before `ctl` is let go, keeps the transactions in
+        // order. Until the jobs are stored the scheduler may admit them: those admissions wait
+        // in `deferred` and start below.
+        let order = self.commit_order.lock().await;
+        ctl.committing.extend(ids.iter().copied());
+        drop(ctl);
+        let stored = match batch {
+            Some(b) => self
+                .platform
+                .store()
+                .commit(b)
+                .await
+                .map(drop)
+                .map_err(CoreError::from),
+            None => Ok(()),
+        };
+        drop(order);
+        let mut ctl = self.ctl.lock().await;
+        let mut admitted = Vec::new();
+        for id in &ids {
+            ctl.committing.remove(id);
+            if let Some(a) = ctl.deferred.remove(id) {
+                admitted.push((*id, a));
+            }
+        }
         if let Err(e) = stored {
             for id in &ids {
                 let _ = ctl.sched.cancel(*id, ms);
             }
+            drop(ctl);
+            self.wake.notify_one();
             return Err(match e {
                 CoreError::Conflict(m) if !single => {
                     CoreError::Conflict(format!("{m}; no job of this request was stored"))
@@ -860,6 +940,15 @@ impl Jobs {
                 ctl.by_id.insert(id, name.clone());
             }
             ctl.jobs.insert(name, t);
+        }
+        if !admitted.is_empty() {
+            for (id, (pool, placement)) in admitted {
+                if let Some(name) = ctl.by_id.get(&id).cloned() {
+                    self.metrics.jobs.admissions.inc();
+                    self.start_attempt(&mut ctl, &name, &pool, &placement).await;
+                }
+            }
+            self.flush_best_effort(&mut ctl).await;
         }
         drop(ctl);
         self.wake.notify_one();
@@ -1276,19 +1365,26 @@ impl Jobs {
                     placement,
                     ..
                 } => {
-                    self.metrics.jobs.admissions.inc();
                     let Some(name) = ctl.by_id.get(&job).cloned() else {
-                        if let Some(h) = ctl.hold_mut(job) {
+                        if ctl.committing.contains(&job) {
+                            ctl.deferred.insert(job, (pool, placement));
+                        } else if let Some(h) = ctl.hold_mut(job) {
+                            self.metrics.jobs.admissions.inc();
                             h.admitted(&pool, &placement);
                         }
                         continue;
                     };
+                    self.metrics.jobs.admissions.inc();
                     self.start_attempt(&mut ctl, &name, &pool, &placement).await;
                 }
                 Decision::Preempted { job, reason, .. } => {
                     self.metrics.jobs.preemptions.inc();
                     let Some(name) = ctl.by_id.get(&job).cloned() else {
-                        if let Some(h) = ctl.hold_mut(job) {
+                        if ctl.deferred.remove(&job).is_some() {
+                            // Admitted while its submission was being stored, not started yet:
+                            // it waits again at once.
+                            let _ = ctl.sched.requeue(job, ms);
+                        } else if let Some(h) = ctl.hold_mut(job) {
                             h.revoke(format!("preempted: {reason}"));
                         }
                         continue;
@@ -1340,7 +1436,7 @@ impl Jobs {
             self.update_metrics(&ctl);
             self.exec.reap();
         }
-        self.flush_best_effort(&mut ctl).await;
+        self.flush_released(ctl).await;
         Ok(())
     }
 
@@ -1727,7 +1823,9 @@ impl Jobs {
         let mut names = Vec::new();
         for v in victims {
             let Some(name) = ctl.by_id.get(&v).cloned() else {
-                if let Some(h) = ctl.hold_mut(v) {
+                if ctl.deferred.remove(&v).is_some() {
+                    let _ = ctl.sched.requeue(v, now_ms());
+                } else if let Some(h) = ctl.hold_mut(v) {
                     h.revoke(message.to_string());
                 }
                 continue;
