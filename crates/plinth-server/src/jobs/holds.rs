@@ -135,7 +135,11 @@ impl Jobs {
         let mut refusals = Vec::new();
         for q in candidates {
             if !ctl.queues.contains_key(&q) {
-                refusals.push(format!("queue `{q}` does not exist"));
+                refusals.push(if ctl.queue_teams.contains_key(&q) {
+                    format!("queue `{q}` has no quota on a pool this server runs")
+                } else {
+                    format!("queue `{q}` does not exist")
+                });
                 continue;
             }
             if let Some(team) = ctl.queue_teams.get(&q)
