@@ -1137,35 +1137,7 @@ fn models_belong_to_a_team_whose_maintainers_alone_change_them() {
 /// fails every request.
 struct Gateway {
     url: String,
-    _models: Vec<std::process::Child>,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        for c in &mut self._models {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn demo_model(name: &str, error_rate: &str) -> (String, std::process::Child) {
-    let mut child = std::process::Command::new(common::bin())
-        .args([
-            "demo-model-server",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            name,
-            "--error-rate",
-            error_rate,
-        ])
-        .env("PLINTH_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    (common::read_url(&mut child), child)
+    _models: Vec<common::Model>,
 }
 
 #[test]
@@ -1251,14 +1223,17 @@ fn retrain_policies_fire_on_drift_and_on_a_canary_rollback_once_each() {
     assert_eq!(audit[0]["detail"]["reference"], 1, "{audit}");
 
     // SLO: the gateway rolls back a canary whose error rate breaks the deployment's policy.
-    let (v1, p1) = demo_model("v1", "0");
-    let (v2, p2) = demo_model("v2", "1");
+    let (m1, m2) = (
+        common::Model::start("v1", 0.0),
+        common::Model::start("v2", 1.0),
+    );
+    let (v1, v2) = (m1.url.clone(), m2.url.clone());
     let gw = Gateway {
         url: call_ok(&s, ADMIN, "GET", "/api/v1/gateway", None)["url"]
             .as_str()
             .unwrap()
             .to_string(),
-        _models: vec![p1, p2],
+        _models: vec![m1, m2],
     };
     let deployment = format!(
         "apiVersion: plinth/v1\nkind: Deployment\nmetadata: {{name: chat}}\nspec:\n  team: team-a\n  \
