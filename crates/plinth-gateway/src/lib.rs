@@ -17,8 +17,10 @@ pub mod metrics;
 pub mod otlp;
 mod proxy;
 pub mod replicas;
+mod serve;
 pub mod spec;
 pub mod tls;
+mod upstream;
 pub mod usage;
 
 use std::collections::HashMap;
@@ -29,7 +31,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderName, Uri};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -490,12 +491,8 @@ pub async fn serve(
     gateway: Gateway,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, gateway.router())
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve::serve_listener(listener, gateway, shutdown).await;
+    Ok(())
 }
 
 fn build_client(options: &GatewayOptions) -> UpstreamClient {
@@ -521,15 +518,32 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Sends `req` upstream with this thread's worker client, or the shared one.
-pub(crate) fn send_upstream(
+/// Sends `req` upstream: a plain `http://` request on this thread's own pool of connections
+/// (with the connection to give back once the answer is read), an `https://` one with this
+/// thread's worker client or the shared one.
+pub(crate) async fn send_upstream(
     gateway: &Gateway,
     req: hyper::Request<Full<Bytes>>,
-) -> hyper_util::client::legacy::ResponseFuture {
-    WORKER_CLIENT.with(|c| match &*c.borrow() {
+) -> Result<
+    (
+        hyper::Response<hyper::body::Incoming>,
+        Option<upstream::Conn>,
+    ),
+    upstream::UpstreamError,
+> {
+    if req.uri().scheme() == Some(&axum::http::uri::Scheme::HTTP) {
+        let o = &gateway.inner.options;
+        return upstream::send(req, o.pool_max_idle_per_host, o.pool_idle_timeout)
+            .await
+            .map(|(r, c)| (r, Some(c)));
+    }
+    let sent = WORKER_CLIENT.with(|c| match &*c.borrow() {
         Some(client) => client.request(req),
         None => gateway.inner.client.request(req),
-    })
+    });
+    sent.await
+        .map(|r| (r, None))
+        .map_err(upstream::UpstreamError::from)
 }
 
 /// Serves the gateway on `addr` with `workers` threads, nginx-style: each thread runs its own
@@ -574,10 +588,8 @@ pub fn serve_workers(
                             }
                         };
                         let _ = listening.send(Ok(()));
-                        let listener = listener.tap_io(|tcp| {
-                            let _ = tcp.set_nodelay(true);
-                        });
-                        axum::serve(listener, gw.router()).await
+                        serve::serve_listener(listener, gw, std::future::pending()).await;
+                        Ok(())
                     })
                 })?,
         );

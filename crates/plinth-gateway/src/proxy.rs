@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -187,7 +187,7 @@ fn plan(cfg: &crate::Config, dep: &Arc<Deployment>, r: u64) -> Vec<(Arc<Deployme
 
 fn wants_no_cache(headers: &HeaderMap) -> bool {
     let bypass = headers
-        .get("x-plinth-cache")
+        .get(&X_PLINTH_CACHE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("bypass"));
     let no_cache = headers
@@ -224,15 +224,49 @@ struct AnswerHead {
     usage: Option<Value>,
 }
 
+/// An OpenAI answer's top level as it usually is: a string `model` (borrowed where it has no
+/// escapes) and a `usage` object of counts. Anything else falls back to [`AnswerHead`].
+#[derive(serde::Deserialize)]
+struct TypedAnswerHead<'a> {
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<TypedUsage>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypedUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
 /// Parses a 2xx answer once: `None` when it is not JSON at all. An answer that is JSON but not
-/// an object (a plain model server's list, a number) has no fields.
-fn answer_fields(body: &[u8]) -> Option<AnswerFields> {
+/// an object (a plain model server's list, a number) has no fields. The answer's `model` is
+/// only kept when `want_model`.
+fn answer_fields(body: &[u8], want_model: bool) -> Option<AnswerFields> {
+    let is_object = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{');
+    if is_object && let Ok(h) = serde_json::from_slice::<TypedAnswerHead>(body) {
+        return Some(AnswerFields {
+            model: h.model.filter(|_| want_model).map(|m| m.into_owned()),
+            tokens: h.usage.map(|u| {
+                (
+                    u.prompt_tokens.unwrap_or(0),
+                    u.completion_tokens.unwrap_or(0),
+                )
+            }),
+        });
+    }
     match serde_json::from_slice::<AnswerHead>(body) {
-        Ok(h) => Some(AnswerFields {
+        Ok(h) if is_object => Some(AnswerFields {
             model: h.model.as_ref().and_then(Value::as_str).map(str::to_owned),
             tokens: h.usage.as_ref().and_then(usage_tokens),
         }),
-        Err(_) => serde_json::from_slice::<serde::de::IgnoredAny>(body)
+        _ => serde_json::from_slice::<serde::de::IgnoredAny>(body)
             .ok()
             .map(|_| AnswerFields::default()),
     }
@@ -253,6 +287,105 @@ fn usage_tokens(u: &Value) -> Option<(u64, u64)> {
         .and_then(Value::as_u64)
         .unwrap_or(0);
     Some((input, output))
+}
+
+/// What the gateway routes an OpenAI request on: its `model`, whether it asks for a stream, and
+/// its `user` (for stickiness by user).
+#[derive(Debug, Default, PartialEq)]
+struct RequestHead {
+    model: String,
+    stream: bool,
+    user: Option<String>,
+}
+
+/// The top level of an OpenAI request as read on the request path: these fields, every other
+/// one checked as JSON and skipped unread (the whole document is only built where it is needed:
+/// a cache key, a rewritten `model`).
+#[derive(serde::Deserialize)]
+struct HeadFields {
+    #[serde(default)]
+    model: Option<Value>,
+    #[serde(default)]
+    stream: Option<Value>,
+    #[serde(default)]
+    user: Option<Value>,
+}
+
+impl RequestHead {
+    /// Checks the body of an `op` request: valid JSON (any JSON for `predict`), and for the
+    /// OpenAI routes an object with a string `model` and a boolean (or null) `stream`.
+    fn parse(op: Op, raw: &[u8]) -> Result<RequestHead, OpenAiError> {
+        if op == Op::Predict {
+            return serde_json::from_slice::<serde::de::IgnoredAny>(raw)
+                .map(|_| RequestHead::default())
+                .map_err(not_json);
+        }
+        let is_object = raw
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|&b| b == b'{');
+        let fields = match serde_json::from_slice::<HeadFields>(raw) {
+            Ok(f) if is_object => f,
+            // Not an object, or an object serde's derive refuses (a repeated key, which JSON
+            // allows and whose last value counts): read it whole, as the error needs anyway.
+            _ => {
+                let Value::Object(mut o) = parse_whole(raw)? else {
+                    return Err(OpenAiError::invalid_request(
+                        "request body must be a JSON object",
+                        None,
+                    ));
+                };
+                HeadFields {
+                    model: o.remove("model"),
+                    stream: o.remove("stream"),
+                    user: o.remove("user"),
+                }
+            }
+        };
+        let model = match fields.model {
+            Some(Value::String(m)) => m,
+            Some(_) => {
+                return Err(OpenAiError::invalid_request(
+                    "`model` must be a string",
+                    Some("model"),
+                ));
+            }
+            None => {
+                return Err(OpenAiError::invalid_request(
+                    "missing required field `model`",
+                    Some("model"),
+                ));
+            }
+        };
+        let stream = match fields.stream {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => {
+                return Err(OpenAiError::invalid_request(
+                    "`stream` must be a boolean",
+                    Some("stream"),
+                ));
+            }
+        };
+        let user = match fields.user {
+            Some(Value::String(u)) => Some(u),
+            _ => None,
+        };
+        Ok(RequestHead {
+            model,
+            stream,
+            user,
+        })
+    }
+}
+
+fn not_json(e: serde_json::Error) -> OpenAiError {
+    OpenAiError::invalid_request(format!("request body is not valid JSON: {e}"), None)
+}
+
+/// The whole request document.
+fn parse_whole(raw: &[u8]) -> Result<Value, OpenAiError> {
+    serde_json::from_slice(raw).map_err(not_json)
 }
 
 fn unix_ms() -> u64 {
@@ -524,7 +657,11 @@ impl Gateway {
             .ok_or_else(|| OpenAiError::unauthenticated("incorrect API key provided"))
     }
 
-    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, OpenAiError> {
+    async fn read_body<B>(&self, headers: &HeaderMap, body: B) -> Result<Bytes, OpenAiError>
+    where
+        B: HttpBody<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let max = self.inner.options.max_body_bytes;
         let declared = headers
             .get(header::CONTENT_LENGTH)
@@ -545,13 +682,17 @@ impl Gateway {
         }
     }
 
-    pub(crate) async fn handle(
+    pub(crate) async fn handle<B>(
         &self,
         op: Op,
         deployment: Option<String>,
         headers: HeaderMap,
-        body: Body,
-    ) -> Response {
+        body: B,
+    ) -> Response
+    where
+        B: HttpBody<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let mut rec = RequestRecord::new(Arc::clone(&self.inner), op);
         let identity = match self.identify(&headers).await {
             Ok(id) => id,
@@ -565,14 +706,9 @@ impl Gateway {
             Ok(b) => b,
             Err(e) => return rec.error(e),
         };
-        let json: Value = match serde_json::from_slice(&raw) {
-            Ok(v) => v,
-            Err(e) => {
-                return rec.error(OpenAiError::invalid_request(
-                    format!("request body is not valid JSON: {e}"),
-                    None,
-                ));
-            }
+        let head = match RequestHead::parse(op, &raw) {
+            Ok(h) => h,
+            Err(e) => return rec.error(e),
         };
         let cfg = self.snapshot();
         let dep = if op == Op::Predict {
@@ -582,36 +718,7 @@ impl Gateway {
                 None => return rec.error(OpenAiError::deployment_not_found(&name)),
             }
         } else {
-            let Some(obj) = json.as_object() else {
-                return rec.error(OpenAiError::invalid_request(
-                    "request body must be a JSON object",
-                    None,
-                ));
-            };
-            let model = match obj.get("model") {
-                Some(Value::String(m)) => m.clone(),
-                Some(_) => {
-                    return rec.error(OpenAiError::invalid_request(
-                        "`model` must be a string",
-                        Some("model"),
-                    ));
-                }
-                None => {
-                    return rec.error(OpenAiError::invalid_request(
-                        "missing required field `model`",
-                        Some("model"),
-                    ));
-                }
-            };
-            if let Some(s) = obj.get("stream")
-                && !(s.is_boolean() || s.is_null())
-            {
-                return rec.error(OpenAiError::invalid_request(
-                    "`stream` must be a boolean",
-                    Some("stream"),
-                ));
-            }
-            rec.model = model;
+            rec.model = head.model;
             match cfg.by_model(&rec.model) {
                 Some(d) => Arc::clone(d),
                 None => return rec.error(OpenAiError::model_not_found(&rec.model)),
@@ -625,7 +732,7 @@ impl Gateway {
                 r.retry_after,
             ));
         }
-        let stream = op != Op::Predict && json.get("stream") == Some(&Value::Bool(true));
+        let stream = head.stream;
         rec.stream = stream;
 
         let sticky_key: Option<&str> = match &dep.spec.stickiness {
@@ -634,7 +741,7 @@ impl Gateway {
                 .as_ref()
                 .and_then(|h| headers.get(h))
                 .and_then(|v| v.to_str().ok()),
-            Some(Stickiness::User) => json.get("user").and_then(Value::as_str),
+            Some(Stickiness::User) => head.user.as_deref(),
             None => None,
         };
         let r = match sticky_key {
@@ -656,6 +763,10 @@ impl Gateway {
             if wants_no_cache(&headers) {
                 cache_status = Some("bypass");
             } else {
+                let json = match parse_whole(&raw) {
+                    Ok(j) => j,
+                    Err(e) => return rec.error(e),
+                };
                 let key = cache_key(&dep.spec.name, &dep.versions[*first].name, &path, &json);
                 if let Some(hit) = cache.get(&key) {
                     self.inner
@@ -696,7 +807,7 @@ impl Gateway {
         let mut last: Option<Failure> = None;
         for (n, (d, vi)) in attempts.iter().enumerate() {
             let v = &d.versions[*vi];
-            let body = match self.body_for(&json, &raw, &dep, d, v, op) {
+            let body = match self.body_for(&raw, &dep, d, v, op) {
                 Ok(b) => b,
                 Err(e) => return rec.error(e),
             };
@@ -787,7 +898,6 @@ impl Gateway {
     /// version names an upstream model, or when a fallback deployment answers.
     fn body_for(
         &self,
-        json: &Value,
         raw: &Bytes,
         primary: &Arc<Deployment>,
         d: &Arc<Deployment>,
@@ -805,7 +915,7 @@ impl Gateway {
         let Some(model) = target else {
             return Ok(raw.clone());
         };
-        let mut j = json.clone();
+        let mut j = parse_whole(raw)?;
         if let Some(o) = j.as_object_mut() {
             o.insert("model".into(), Value::String(model));
         }
@@ -835,16 +945,17 @@ impl Gateway {
         let Some(uri) = join_uri(base, path) else {
             return Err(Failure::Other(format!("`{base}{path}` is not a valid URL")));
         };
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(uri)
-            .header(header::CONTENT_TYPE, "application/json");
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(a) = headers.get(header::ACCEPT) {
-            req = req.header(header::ACCEPT, a);
+            h.insert(header::ACCEPT, a.clone());
         }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| Failure::Other(format!("could not build the upstream request: {e}")))?;
         let deadline = tokio::time::Instant::now() + v.timeout;
         let resp = match tokio::time::timeout_at(deadline, crate::send_upstream(self, req)).await {
             Err(_) => {
@@ -854,21 +965,16 @@ impl Gateway {
                 )));
             }
             Ok(Err(e)) => {
-                let what = if e.is_connect() {
+                let what = if e.connect {
                     "could not connect"
                 } else {
                     "connection failed"
                 };
-                let mut msg = format!("{base}: {what}: {e}");
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    msg.push_str(&format!(": {s}"));
-                    src = s.source();
-                }
-                return Err(Failure::Other(msg));
+                return Err(Failure::Other(format!("{base}: {what}: {}", e.message)));
             }
             Ok(Ok(r)) => r,
         };
+        let (resp, conn) = resp;
         let status = resp.status();
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             return Err(Failure::Other(format!("{base}: returned HTTP {status}")));
@@ -900,8 +1006,12 @@ impl Gateway {
                 }
                 Ok(Ok(c)) => c.to_bytes(),
             };
+        // Read to the end: the connection can take the next request.
+        if let Some(c) = conn {
+            c.release();
+        }
         let fields = if status.is_success() {
-            match answer_fields(&body) {
+            match answer_fields(&body, self.inner.otlp.is_some()) {
                 Some(f) => Some(f),
                 None => {
                     return Err(Failure::Other(format!(
@@ -984,15 +1094,20 @@ impl Gateway {
                     content_type.unwrap_or(HeaderValue::from_static("text/event-stream")),
                 );
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                insert_str(h, "x-plinth-deployment", &headers_rec.0);
-                insert_str(h, "x-plinth-version", &headers_rec.1);
+                insert_str(h, X_PLINTH_DEPLOYMENT, &headers_rec.0);
+                insert_str(h, X_PLINTH_VERSION, &headers_rec.1);
                 resp
             }
         }
     }
 }
 
-fn insert_str(h: &mut HeaderMap, name: &'static str, value: &str) {
+/// The headers the gateway adds to answers (names checked once, at compile time).
+const X_PLINTH_DEPLOYMENT: HeaderName = HeaderName::from_static("x-plinth-deployment");
+const X_PLINTH_VERSION: HeaderName = HeaderName::from_static("x-plinth-version");
+const X_PLINTH_CACHE: HeaderName = HeaderName::from_static("x-plinth-cache");
+
+fn insert_str(h: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         h.insert(name, v);
     }
@@ -1012,10 +1127,10 @@ fn respond(
         header::CONTENT_TYPE,
         content_type.unwrap_or(HeaderValue::from_static("application/json")),
     );
-    insert_str(h, "x-plinth-deployment", &rec.served_by);
-    insert_str(h, "x-plinth-version", &rec.version);
+    insert_str(h, X_PLINTH_DEPLOYMENT, &rec.served_by);
+    insert_str(h, X_PLINTH_VERSION, &rec.version);
     if let Some(c) = cache {
-        h.insert("x-plinth-cache", HeaderValue::from_static(c));
+        h.insert(X_PLINTH_CACHE, HeaderValue::from_static(c));
     }
     resp
 }
@@ -1159,6 +1274,76 @@ impl HttpBody for StreamBody {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answer_fields_read_typed_and_unusual_answers_alike() {
+        let f = answer_fields(
+            br#"{"id":"x","model":"m\u00e9","choices":[{"a":[1,{"b":null}]}],"usage":{"prompt_tokens":9,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}}}"#,
+            true,
+        )
+        .unwrap();
+        assert_eq!(f.model.as_deref(), Some("m\u{e9}"));
+        assert_eq!(f.tokens, Some((9, 2)));
+        // The model is only kept when asked for.
+        let f = answer_fields(br#"{"model":"m","usage":{"prompt_tokens":1}}"#, false).unwrap();
+        assert_eq!((f.model, f.tokens), (None, Some((1, 0))));
+        // Counts as floats, a usage that is not an object, a model that is not a string: the
+        // lenient reading, never a failure; a repeated key: an answer without fields.
+        let f = answer_fields(
+            br#"{"usage":{"prompt_tokens":9.0,"completion_tokens":3}}"#,
+            true,
+        );
+        assert_eq!(f.unwrap().tokens, Some((0, 3)));
+        let f = answer_fields(br#"{"model":7,"usage":"many"}"#, true).unwrap();
+        assert_eq!((f.model, f.tokens), (None, Some((0, 0))));
+        let f = answer_fields(br#"{"model":"a","model":"b","usage":null}"#, true).unwrap();
+        assert_eq!((f.model, f.tokens), (None, None));
+        // JSON that is not an object has no fields; what is not JSON is no answer.
+        let f = answer_fields(b" [1, 2]", true).unwrap();
+        assert_eq!((f.model, f.tokens), (None, None));
+        assert!(answer_fields(b"{\"model\": ", true).is_none());
+        assert!(answer_fields(b"<html>", true).is_none());
+    }
+
+    #[test]
+    fn request_heads_are_checked_like_whole_documents() {
+        let h = RequestHead::parse(
+            Op::Chat,
+            br#" {"messages":[{"role":"user","content":"x\"y"}],"model":"gpt","stream":true,"user":"u1"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            h,
+            RequestHead {
+                model: "gpt".into(),
+                stream: true,
+                user: Some("u1".into()),
+            }
+        );
+        let h = RequestHead::parse(Op::Chat, br#"{"model":"a","stream":null,"model":"b"}"#);
+        assert_eq!(h.unwrap().model, "b");
+        let err = |op, body: &[u8]| RequestHead::parse(op, body).unwrap_err().message;
+        assert!(err(Op::Chat, b"{\"model\":").contains("not valid JSON"));
+        assert_eq!(
+            err(Op::Chat, br#"["model"]"#),
+            "request body must be a JSON object"
+        );
+        assert_eq!(
+            err(Op::Embeddings, br#"{"input":"x"}"#),
+            "missing required field `model`"
+        );
+        assert_eq!(err(Op::Chat, br#"{"model":1}"#), "`model` must be a string");
+        assert_eq!(
+            err(Op::Completions, br#"{"model":"m","stream":"yes"}"#),
+            "`stream` must be a boolean"
+        );
+        // Predict takes any JSON, and only JSON.
+        assert_eq!(
+            RequestHead::parse(Op::Predict, b"[1,2]").unwrap(),
+            RequestHead::default()
+        );
+        assert!(err(Op::Predict, b"{").contains("not valid JSON"));
+    }
 
     #[test]
     fn scanner_finds_usage_across_chunks() {

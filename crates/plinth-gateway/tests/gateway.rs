@@ -54,6 +54,21 @@ fn header(resp: &reqwest::Response, name: &str) -> String {
         .to_owned()
 }
 
+/// Runs `gw` with `serve_workers` (`n` threads) on 127.0.0.1 port 0; returns the base URL.
+fn serve_workers(gw: Gateway, n: usize) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let _ = plinth_gateway::serve_workers(addr, gw, n, |a| {
+            let _ = tx.send(a);
+        });
+    });
+    format!(
+        "http://{}",
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    )
+}
+
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let until = Instant::now() + Duration::from_secs(10);
     while !cond() {
@@ -710,16 +725,7 @@ async fn per_thread_workers_serve_with_shared_state() {
         )
     )))
     .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let worker_gw = gw.clone();
-    std::thread::spawn(move || {
-        let addr = "127.0.0.1:0".parse().unwrap();
-        let _ = plinth_gateway::serve_workers(addr, worker_gw, 2, |a| {
-            let _ = tx.send(a);
-        });
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let base = format!("http://{addr}");
+    let base = serve_workers(gw.clone(), 2);
     let mut ok = 0;
     let mut limited = 0;
     for _ in 0..40 {
@@ -740,4 +746,89 @@ async fn per_thread_workers_serve_with_shared_state() {
     assert_eq!((ok, limited), (30, 10), "limits are shared by all workers");
     assert_eq!(up.hits(), 30);
     wait_for("records", || usage.records().len() == 40).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_reused_and_replaced_when_closed() {
+    let up = RawUpstream::start().await;
+    // The base URL has a path: it prefixes the OpenAI path, in origin form, with `Host` set.
+    let usage = Arc::new(MemorySink::new());
+    let gw = Gateway::builder(keys()).usage_sink(usage.clone()).build();
+    gw.set_deployments(deployments(&format!(
+        "deployments:\n{}",
+        one("chat", "m", &format!("{}/prefix", up.url), "")
+    )))
+    .unwrap();
+    // One worker thread, so one pool of upstream connections.
+    let base = serve_workers(gw, 1);
+    let chat = || {
+        let base = base.clone();
+        async move {
+            let r = post_json(&base, "/v1/chat/completions", &chat_body("m")).await;
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["id"], "raw");
+        }
+    };
+    for _ in 0..10 {
+        chat().await;
+    }
+    assert_eq!(
+        up.connections(),
+        1,
+        "ten requests one after the other share a connection"
+    );
+    let heads = up.heads();
+    assert_eq!(heads.len(), 10);
+    let host = up.url.strip_prefix("http://").unwrap();
+    for h in &heads {
+        assert!(
+            h.starts_with("post /prefix/v1/chat/completions http/1.1\r\n"),
+            "origin-form request line: {h}"
+        );
+        assert!(
+            h.contains(&format!("\r\nhost: {host}\r\n")),
+            "host header: {h}"
+        );
+    }
+
+    // Concurrent requests open more connections, which are all kept afterwards.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        tasks.push(tokio::spawn(chat()));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let opened = up.connections();
+    assert!(
+        (1..=8).contains(&opened),
+        "{opened} connections for 8 requests"
+    );
+    for _ in 0..10 {
+        chat().await;
+    }
+    assert_eq!(up.connections(), opened, "idle connections are reused");
+
+    // The upstream closes each connection after answering: the idle ones are used up, one
+    // request each, then every request needs a new one; a closed connection is never used
+    // again (each request is sent once the gateway has seen the close) and no request fails.
+    up.close_after_answer(true);
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        chat().await;
+    }
+    assert_eq!(
+        up.connections(),
+        12,
+        "{opened} idle connections, then new ones"
+    );
+    up.close_after_answer(false);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        chat().await;
+    }
+    assert_eq!(up.connections(), 13, "one new connection, then kept");
+    assert_eq!(up.heads().len(), 45);
+    wait_for("records", || usage.records().len() == 45).await;
 }

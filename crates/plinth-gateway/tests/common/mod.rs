@@ -342,3 +342,100 @@ pub async fn expect_error(resp: reqwest::Response, status: u16, code: &str) -> S
     assert!(e.get("param").is_some(), "param present in {v}");
     e["message"].as_str().unwrap().to_owned()
 }
+
+/// A hand-written HTTP/1.1 upstream that answers every request with a fixed chat completion
+/// (keep-alive), counts the connections it accepted and records each request's head; it can
+/// be told to close each connection right after its next answer.
+pub struct RawUpstream {
+    pub url: String,
+    connections: Arc<AtomicUsize>,
+    heads: Arc<Mutex<Vec<String>>>,
+    close_after_answer: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RawUpstream {
+    pub async fn start() -> RawUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = RawUpstream {
+            url: format!("http://{addr}"),
+            connections: Arc::new(AtomicUsize::new(0)),
+            heads: Arc::new(Mutex::new(Vec::new())),
+            close_after_answer: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        let (connections, heads, close) = (
+            up.connections.clone(),
+            up.heads.clone(),
+            up.close_after_answer.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                connections.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(raw_connection(sock, heads.clone(), close.clone()));
+            }
+        });
+        up
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// The request line and headers of each request so far, lower-cased.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+
+    pub fn close_after_answer(&self, on: bool) {
+        self.close_after_answer.store(on, Ordering::SeqCst);
+    }
+}
+
+async fn raw_connection(
+    mut sock: tokio::net::TcpStream,
+    heads: Arc<Mutex<Vec<String>>>,
+    close: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    loop {
+        // One request: its head up to the blank line, then Content-Length bytes of body.
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < end + len {
+            let mut chunk = [0u8; 4096];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..end + len);
+        heads.lock().unwrap().push(head);
+        let body = r#"{"id":"raw","object":"chat.completion","model":"raw","choices":[],"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}"#;
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if sock.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+        if close.load(Ordering::SeqCst) {
+            return;
+        }
+    }
+}
