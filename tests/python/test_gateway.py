@@ -4,10 +4,13 @@ Runs the real binary (built by `cargo build`) in front of a small OpenAI-compati
 written here (a threaded `http.server`), twice: `plinth gateway` alone with its deployments from
 a file and keys on the command line, and `plinth serve`'s gateway port with the same deployments
 applied as `Deployment` resources and a server token as the API key. Each time it checks chat,
-streaming (with usage), embeddings, the model list, error mapping, fallback on 5xx, 429 and the
-usage records (the standalone gateway's usage log; the server's stored usage rows), and the
-request spans both export over OTLP/HTTP (`OTEL_EXPORTER_OTLP_ENDPOINT`) to a collector here that
-parses them with the OpenTelemetry protobuf definitions (`opentelemetry-proto`).
+streaming (with usage), embeddings, the model list, error mapping, fallback on 5xx and on
+timeouts, the weighted split within statistical bounds and its stickiness, cache hits, 429, the
+automatic canary rollback, upstreams that hang, reset, answer garbage or cut a response off, a
+client leaving mid-stream, the usage records (the standalone gateway's usage log; the server's
+stored usage rows), and the request spans both export over OTLP/HTTP
+(`OTEL_EXPORTER_OTLP_ENDPOINT`) to a collector here that parses them with the OpenTelemetry
+protobuf definitions (`opentelemetry-proto`).
 """
 
 import base64
@@ -18,6 +21,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
@@ -31,7 +35,10 @@ KEY = "sk-python-tests"
 
 
 class Upstream(BaseHTTPRequestHandler):
-    """OpenAI-compatible test upstream; `mode` on the server selects ok or 500."""
+    """OpenAI-compatible test upstream. `mode` on the server selects how it answers: `ok`, `500`,
+    `hang` (answers after 30 s), `reset` (closes the connection without an answer), `garbage`
+    (200 with a body that is not JSON), `half` (cuts the body or the stream off after its
+    start) or `stall` (streams: the first chunk, then nothing for 10 s)."""
 
     protocol_version = "HTTP/1.1"
 
@@ -49,8 +56,32 @@ class Upstream(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
         self.server.hits += 1
-        if self.server.mode == "500":
+        mode = self.server.mode
+        if mode == "500":
             return self._json(500, {"error": {"message": "boom"}})
+        if mode == "hang":
+            time.sleep(30)
+            return self._json(200, {"late": True})
+        if mode == "reset":
+            self.close_connection = True
+            return None
+        if mode == "garbage":
+            raw = b"<html>not json</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+            return None
+        if mode == "half" and not body.get("stream"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "500")
+            self.end_headers()
+            self.wfile.write(b'{"id": "chatcmpl-py", "choi')
+            self.wfile.flush()
+            self.close_connection = True
+            return None
         model = body.get("model", "?")
         if self.path == "/v1/embeddings":
             return self._json(200, {
@@ -78,6 +109,14 @@ class Upstream(BaseHTTPRequestHandler):
         for piece in ["Hel", "lo", "!"]:
             event({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": model,
                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+            if mode == "half":
+                # No more chunks and no end of the chunked body: the connection just closes.
+                self.close_connection = True
+                return None
+            if mode == "stall":
+                time.sleep(10)
+                self.close_connection = True
+                return None
             time.sleep(0.01)
         if (body.get("stream_options") or {}).get("include_usage"):
             event({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": model,
@@ -144,16 +183,39 @@ def spans(collector):
     return out
 
 
-def deployments(good, bad, spare):
-    def v1(url):
-        return [{"name": "v1", "weight": 1, "upstreams": [url]}]
+def deployments(up):
+    """The deployments of every test, on the upstreams `up` (name: base URL)."""
+
+    def v1(url, **extra):
+        return [{"name": "v1", "weight": 1, "upstreams": [url], **extra}]
+
+    def misbehaving(name):
+        return {"name": name, "models": [f"{name}-model"], "versions": v1(up[name], timeoutMs=300)}
 
     return [
-        {"name": "chat", "models": ["chat-model", "embed-model"], "versions": v1(good)},
-        {"name": "flaky", "models": ["flaky-model"], "fallbacks": ["spare"], "versions": v1(bad)},
-        {"name": "spare", "models": ["spare-model"], "versions": v1(spare)},
-        {"name": "limited", "models": ["limited-model"], "versions": v1(good),
+        {"name": "chat", "models": ["chat-model", "embed-model"], "versions": v1(up["good"])},
+        {"name": "flaky", "models": ["flaky-model"], "fallbacks": ["spare"], "versions": v1(up["bad"])},
+        {"name": "spare", "models": ["spare-model"], "versions": v1(up["spare"])},
+        {"name": "limited", "models": ["limited-model"], "versions": v1(up["good"]),
          "limits": [{"scope": "key", "windowSeconds": 60, "requests": 1}]},
+        # 80/20 split, sticky by the x-session-id header.
+        {"name": "split", "models": ["split-model"],
+         "stickiness": {"from": "header", "name": "x-session-id"},
+         "versions": [{"name": "v1", "weight": 80, "upstreams": [up["good"]]},
+                      {"name": "v2", "role": "canary", "weight": 20, "upstreams": [up["canary"]]}]},
+        # An upstream that does not answer in time, with a fallback.
+        {"name": "slow", "models": ["slow-model"], "fallbacks": ["spare"],
+         "versions": v1(up["hang"], timeoutMs=300)},
+        {"name": "cached", "models": ["cached-model"], "versions": v1(up["counted"]),
+         "cache": {"ttlSeconds": 60, "maxBytes": 1000000}},
+        # A canary that fails every request: rolled back once it has 10 in the window.
+        {"name": "rollout", "models": ["rollout-model"],
+         "canary": {"windowSeconds": 60, "minRequests": 10, "maxErrorRateMargin": 0.2},
+         "versions": [{"name": "v1", "weight": 50, "upstreams": [up["good"]]},
+                      {"name": "v2", "role": "canary", "weight": 50, "upstreams": [up["failing"]]}]},
+        misbehaving("hang"), misbehaving("reset"), misbehaving("garbage"), misbehaving("half"),
+        # Long enough that only the client leaving ends its stall.
+        {"name": "stall", "models": ["stall-model"], "versions": v1(up["stall"], timeoutMs=20000)},
     ]
 
 
@@ -245,16 +307,17 @@ class Served:
 def gateway(request):
     if not BINARY.exists():
         pytest.fail(f"{BINARY} does not exist: run `cargo build` first")
-    good = start_upstream("good")
-    bad = start_upstream("bad", mode="500")
-    spare = start_upstream("spare")
+    ups = {name: start_upstream(name, mode) for name, mode in (
+        ("good", "ok"), ("bad", "500"), ("spare", "ok"), ("canary", "ok"), ("counted", "ok"),
+        ("failing", "500"), ("hang", "hang"), ("reset", "reset"), ("garbage", "garbage"),
+        ("half", "half"), ("stall", "stall"))}
     collector = Collector.start()
-    g, b, s = (f"http://127.0.0.1:{u.server_address[1]}" for u in (good, bad, spare))
-    runner = request.param(deployments(g, b, s), f"http://127.0.0.1:{collector.server_address[1]}")
+    urls = {name: f"http://127.0.0.1:{u.server_address[1]}" for name, u in ups.items()}
+    runner = request.param(deployments(urls), f"http://127.0.0.1:{collector.server_address[1]}")
     client = openai.OpenAI(base_url=runner.base, api_key=runner.key, max_retries=0)
-    yield client, {"good": good, "bad": bad, "spare": spare, "runner": runner, "collector": collector}
+    yield client, {**ups, "runner": runner, "collector": collector}
     runner.stop()
-    for u in (good, bad, spare, collector):
+    for u in (*ups.values(), collector):
         u.shutdown()
 
 
@@ -290,7 +353,10 @@ def test_embeddings(gateway):
 def test_models(gateway):
     client, _ = gateway
     ids = sorted(m.id for m in client.models.list())
-    assert ids == ["chat-model", "embed-model", "flaky-model", "limited-model", "spare-model"]
+    assert ids == sorted(["chat-model", "embed-model", "flaky-model", "limited-model", "spare-model",
+                          "split-model", "slow-model", "cached-model", "rollout-model",
+                          "hang-model", "reset-model", "garbage-model", "half-model",
+                          "stall-model"])
 
 
 def test_unknown_model_is_not_found(gateway):
@@ -392,6 +458,132 @@ def test_each_request_is_a_genai_span_over_otlp(gateway):
     # The limited deployment's refusals (earlier test) are spans with error.type 429.
     limited = [a for _, _, a in spans(ups["collector"]) if a.get("plinth.deployment") == "limited"]
     assert any(a.get("error.type") == "429" for a in limited), limited
+
+
+def chat(client, model, content="hi", **kw):
+    """A chat request through the raw-response API: (parsed completion, response headers)."""
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": content}], **kw)
+    return raw.parse(), raw.headers
+
+
+def test_split_is_within_binomial_bounds_and_sticky(gateway):
+    """400 requests without a session key split 80/20 within 5 standard deviations, each answer
+    naming the version that gave it; a session key keeps its version."""
+    client, _ = gateway
+    n, canary = 400, 0
+    for _ in range(n):
+        r, h = chat(client, "split-model")
+        version = h["x-plinth-version"]
+        assert h["x-plinth-deployment"] == "split"
+        assert r.choices[0].message.content == {"v1": "hi from good", "v2": "hi from canary"}[version]
+        canary += version == "v2"
+    mean, sd = n * 0.2, (n * 0.2 * 0.8) ** 0.5
+    assert abs(canary - mean) <= 5 * sd, f"{canary} of {n} on the canary"
+    seen = set()
+    for session in (f"user-{i}" for i in range(40)):
+        versions = {chat(client, "split-model", extra_headers={"x-session-id": session})[1]["x-plinth-version"]
+                    for _ in range(5)}
+        assert len(versions) == 1, f"session {session} saw {versions}"
+        seen |= versions
+    assert seen == {"v1", "v2"}, "40 sessions land on both versions"
+
+
+def test_fallback_on_timeout(gateway):
+    client, ups = gateway
+    before = ups["spare"].hits
+    started = time.time()
+    r, h = chat(client, "slow-model")
+    assert r.choices[0].message.content == "hi from spare"
+    assert h["x-plinth-deployment"] == "spare"
+    assert ups["spare"].hits == before + 1 and ups["hang"].hits >= 1
+    assert time.time() - started < 10, "the 300 ms timeout, not the upstream's 30 s"
+
+
+def test_cache_hits(gateway):
+    client, ups = gateway
+    before = ups["counted"].hits
+    r1, h1 = chat(client, "cached-model", "same question")
+    r2, h2 = chat(client, "cached-model", "same question")
+    assert (h1["x-plinth-cache"], h2["x-plinth-cache"]) == ("miss", "hit")
+    assert r2.choices[0].message.content == r1.choices[0].message.content == "hi from counted"
+    assert r2.usage.prompt_tokens == 7
+    assert ups["counted"].hits == before + 1, "the hit never reached the upstream"
+    _, h3 = chat(client, "cached-model", "another question")
+    assert h3["x-plinth-cache"] == "miss" and ups["counted"].hits == before + 2
+    _, h4 = chat(client, "cached-model", "same question", extra_headers={"Cache-Control": "no-cache"})
+    assert h4["x-plinth-cache"] == "bypass" and ups["counted"].hits == before + 3
+
+
+def gateway_metrics(runner):
+    base = runner.base.removesuffix("/v1")
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def metric(text, name, labels=""):
+    """The value of the series `name{labels}` in an OpenMetrics text, or 0."""
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} ") or (not labels and line.startswith(f"{name} ")):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_failing_canary_is_rolled_back(gateway):
+    """A canary that answers 500 to everything: its requests are retried on stable (the client
+    never sees the error), and once it has 10 in the window it gets no more traffic."""
+    client, ups = gateway
+    for _ in range(60):
+        r, h = chat(client, "rollout-model")
+        assert r.choices[0].message.content == "hi from good"
+        assert h["x-plinth-version"] == "v1"
+    failed = ups["failing"].hits
+    assert 10 <= failed < 60, failed
+    for _ in range(30):
+        chat(client, "rollout-model")
+    assert ups["failing"].hits == failed, "no traffic to the canary after its rollback"
+    rollbacks = metric(gateway_metrics(ups["runner"]), "plinth_gateway_canary_rollbacks_total",
+                       'deployment="rollout"')
+    assert rollbacks == 1, rollbacks
+
+
+def test_misbehaving_upstreams_give_clean_errors(gateway):
+    client, _ = gateway
+    cases = [("hang-model", 504, "upstream_timeout"), ("reset-model", 502, "upstream_error"),
+             ("garbage-model", 502, "upstream_error"), ("half-model", 502, "upstream_error")]
+    for model, status, code in cases:
+        with pytest.raises(openai.APIStatusError) as e:
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+        assert (e.value.status_code, e.value.code) == (status, code), (model, e.value)
+        assert e.value.body["message"], e.value.body
+    # A stream cut off after its first chunk: the client gets that chunk, then an error event in
+    # OpenAI's shape instead of a clean end.
+    got = []
+    with pytest.raises(openai.APIError) as e:
+        for chunk in client.chat.completions.create(
+                model="half-model", messages=[{"role": "user", "content": "hi"}], stream=True):
+            got.append(chunk.choices[0].delta.content if chunk.choices else None)
+    assert got == ["Hel"], got
+    assert "broke off" in str(e.value), e.value
+    # The gateway keeps serving.
+    r, _ = chat(client, "chat-model")
+    assert r.choices[0].message.content == "hi from good"
+
+
+def test_client_leaving_mid_stream_leaks_nothing(gateway):
+    client, ups = gateway
+    stream = client.chat.completions.create(
+        model="stall-model", messages=[{"role": "user", "content": "hi"}], stream=True)
+    first = next(iter(stream))
+    assert first.choices[0].delta.content == "Hel"
+    assert metric(gateway_metrics(ups["runner"]), "plinth_gateway_in_flight_requests") >= 1
+    stream.close()
+    deadline = time.time() + 5
+    while metric(gateway_metrics(ups["runner"]), "plinth_gateway_in_flight_requests") != 0:
+        assert time.time() < deadline, "the request left in flight after the client went away"
+        time.sleep(0.05)
+    r, _ = chat(client, "chat-model")
+    assert r.choices[0].message.content == "hi from good"
 
 
 def test_https_upstream_trusted_through_a_ca_file(tmp_path):
