@@ -395,11 +395,15 @@ def test_every_request_is_metered(gateway):
     client, ups = gateway
     client.chat.completions.create(model="chat-model", messages=[{"role": "user", "content": "meter"}])
     runner = ups["runner"]
-    deadline = time.time() + 10
+    # Records are written in batches a little after their requests: wait for every kind this
+    # test looks for (this request's, and the fallback and the 429 of the tests before).
+    deadline = time.time() + 20
     records = []
     while time.time() < deadline:
         records = runner.records()
-        if any(r["status"] == 200 and r["tokens_in"] == 7 for r in records):
+        if (any(r["status"] == 200 and r["tokens_in"] == 7 for r in records)
+                and any(r["fallback_used"] for r in records)
+                and any(r["status"] == 429 for r in records)):
             break
         time.sleep(0.1)
     chat = [r for r in records if r["deployment"] == "chat" and r["operation"] == "chat"]
