@@ -321,40 +321,34 @@ def main():
         wanted = set(args.targets.split(","))
         delays = {int(x) for x in args.delays.split(",")}
         targets = [t for t in targets if t[0] in wanted and t[1] in delays]
-        for name, d, url, model, headers in targets:
-            body = BODY.replace("MODEL", model)
+        def measure(target, run, **labels):
+            """Runs `run(url, headers, body)` against `target`, with the gateway's own overhead
+            p99 over that run for Plinth targets, and records the result."""
+            name, d, url, model, headers = target
             is_gw = name.startswith("plinth")
             gw_url = f"http://127.0.0.1:{sgw if name == 'plinth-serve' else gw}"
+            before = overhead_buckets(gw_url) if is_gw else None
+            r = run(url, headers, BODY.replace("MODEL", model))
+            if is_gw:
+                r["overhead_p99_ms_le"] = quantile_bound(before, overhead_buckets(gw_url), 0.99)
+            r.update(target=name, delay_ms=d, **labels)
+            print(json.dumps(r), file=sys.stderr)
+            results.append(r)
+
+        for t in targets:
+            name, d = t[0], t[1]
             conc_rate = 64 if d == 0 else 320
             rates = RATES if name != "litellm" else RATES[:1]
-            if args.max_only:
-                rates = []
-            for rate in rates:
-                before = overhead_buckets(gw_url) if is_gw else None
-                r = hey(url, headers, body, rate, conc_rate, args.duration)
-                if is_gw:
-                    after = overhead_buckets(gw_url)
-                    r["overhead_p99_ms_le"] = quantile_bound(before, after, 0.99)
-                r.update(target=name, delay_ms=d, rate=rate)
-                print(json.dumps(r), file=sys.stderr)
-                results.append(r)
+            for rate in [] if args.max_only else rates:
+                measure(t, lambda u, h, b: hey(u, h, b, rate, conc_rate, args.duration), rate=rate)
         # Max throughput in rounds, each round every target once in turn, so that neighbouring
         # measurements share the machine's state; the table gives each target's median round.
         for rnd in range(1, args.max_rounds + 1):
-            for name, d, url, model, headers in targets:
-                body = BODY.replace("MODEL", model)
-                is_gw = name.startswith("plinth")
-                gw_url = f"http://127.0.0.1:{sgw if name == 'plinth-serve' else gw}"
+            for t in targets:
                 # LiteLLM times out under 512 connections; 64 is its best case.
-                conc_max = 64 if d == 0 or name == "litellm" else 512
-                before = overhead_buckets(gw_url) if is_gw else None
-                r = wrk(url, headers, body, conc_max, args.duration, tmp)
-                if is_gw:
-                    after = overhead_buckets(gw_url)
-                    r["overhead_p99_ms_le"] = quantile_bound(before, after, 0.99)
-                r.update(target=name, delay_ms=d, rate="max", round=rnd)
-                print(json.dumps(r), file=sys.stderr)
-                results.append(r)
+                conc_max = 64 if t[1] == 0 or t[0] == "litellm" else 512
+                measure(t, lambda u, h, b: wrk(u, h, b, conc_max, args.duration, tmp),
+                        rate="max", round=rnd)
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -242,15 +242,26 @@ struct TypedUsage {
     completion_tokens: Option<u64>,
 }
 
+/// Whether `raw` is a JSON object, by its first byte that is not white space.
+fn starts_object(raw: &[u8]) -> bool {
+    raw.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{')
+}
+
 /// Parses a 2xx answer once: `None` when it is not JSON at all. An answer that is JSON but not
 /// an object (a plain model server's list, a number) has no fields. The answer's `model` is
 /// only kept when `want_model`.
 fn answer_fields(body: &[u8], want_model: bool) -> Option<AnswerFields> {
-    let is_object = body
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b == b'{');
-    if is_object && let Ok(h) = serde_json::from_slice::<TypedAnswerHead>(body) {
+    let no_fields = || {
+        serde_json::from_slice::<serde::de::IgnoredAny>(body)
+            .ok()
+            .map(|_| AnswerFields::default())
+    };
+    if !starts_object(body) {
+        return no_fields();
+    }
+    if let Ok(h) = serde_json::from_slice::<TypedAnswerHead>(body) {
         return Some(AnswerFields {
             model: h.model.filter(|_| want_model).map(|m| m.into_owned()),
             tokens: h.usage.map(|u| {
@@ -262,13 +273,16 @@ fn answer_fields(body: &[u8], want_model: bool) -> Option<AnswerFields> {
         });
     }
     match serde_json::from_slice::<AnswerHead>(body) {
-        Ok(h) if is_object => Some(AnswerFields {
-            model: h.model.as_ref().and_then(Value::as_str).map(str::to_owned),
+        Ok(h) => Some(AnswerFields {
+            model: h
+                .model
+                .as_ref()
+                .and_then(Value::as_str)
+                .filter(|_| want_model)
+                .map(str::to_owned),
             tokens: h.usage.as_ref().and_then(usage_tokens),
         }),
-        _ => serde_json::from_slice::<serde::de::IgnoredAny>(body)
-            .ok()
-            .map(|_| AnswerFields::default()),
+        Err(_) => no_fields(),
     }
 }
 
@@ -320,12 +334,13 @@ impl RequestHead {
                 .map(|_| RequestHead::default())
                 .map_err(not_json);
         }
-        let is_object = raw
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|&b| b == b'{');
-        let fields = match serde_json::from_slice::<HeadFields>(raw) {
-            Ok(f) if is_object => f,
+        let parsed = if starts_object(raw) {
+            serde_json::from_slice::<HeadFields>(raw).ok()
+        } else {
+            None
+        };
+        let fields = match parsed {
+            Some(f) => f,
             // Not an object, or an object serde's derive refuses (a repeated key, which JSON
             // allows and whose last value counts): read it whole, as the error needs anyway.
             _ => {

@@ -57,14 +57,19 @@ thread_local! {
     static POOL: RefCell<LocalPool> = RefCell::new(HashMap::new());
 }
 
-/// The most recently used idle connection to `key` that was idle less than `timeout` and is
-/// still open, if any (older ones are dropped on the way).
+/// The most recently used idle connection to `key` that is still open, if any. Connections
+/// idle for `timeout` or longer (the oldest, at the front) are closed first, and closed ones
+/// met on the way are dropped.
 fn pop_idle(key: &Authority, timeout: Duration) -> Option<SendRequest<Full<Bytes>>> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let list = p.get_mut(key)?;
-        while let Some((s, since)) = list.pop() {
-            if since.elapsed() < timeout && !s.is_closed() {
+        if let Some(cutoff) = Instant::now().checked_sub(timeout) {
+            let stale = list.partition_point(|(_, since)| *since <= cutoff);
+            list.drain(..stale);
+        }
+        while let Some((s, _)) = list.pop() {
+            if !s.is_closed() {
                 return Some(s);
             }
         }

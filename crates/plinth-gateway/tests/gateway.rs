@@ -832,3 +832,52 @@ async fn upstream_connections_are_kept_alive_reused_and_replaced_when_closed() {
     assert_eq!(up.heads().len(), 45);
     wait_for("records", || usage.records().len() == 45).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_idle_past_the_pool_timeout_are_closed_not_reused() {
+    let up = RawUpstream::start().await;
+    let gw = Gateway::builder(keys())
+        .options(GatewayOptions {
+            pool_idle_timeout: Duration::from_millis(300),
+            ..GatewayOptions::default()
+        })
+        .build();
+    gw.set_deployments(deployments(&format!(
+        "deployments:\n{}",
+        one("chat", "m", &up.url, "")
+    )))
+    .unwrap();
+    let base = serve_workers(gw, 1);
+    let chat = || {
+        let base = base.clone();
+        async move {
+            let r = post_json(&base, "/v1/chat/completions", &chat_body("m")).await;
+            assert_eq!(r.status(), 200);
+        }
+    };
+    // Concurrent requests leave several idle connections.
+    let tasks: Vec<_> = (0..8).map(|_| tokio::spawn(chat())).collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let opened = up.connections();
+    assert!(
+        opened >= 2,
+        "8 concurrent requests opened {opened} connection(s)"
+    );
+    assert_eq!(up.closed(), 0);
+    // Requests one after the other for 0.8 s use the most recently used connection only: the
+    // others pass the 300 ms idle timeout and are closed, not kept open.
+    let until = tokio::time::Instant::now() + Duration::from_millis(800);
+    while tokio::time::Instant::now() < until {
+        chat().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(up.connections(), opened, "the busy connection was reused");
+    wait_for("the idle connections closed", || up.closed() == opened - 1).await;
+    // After a pause past the timeout, the last one is replaced too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    chat().await;
+    assert_eq!(up.connections(), opened + 1);
+    wait_for("the stale connection closed", || up.closed() == opened).await;
+}

@@ -349,6 +349,7 @@ pub async fn expect_error(resp: reqwest::Response, status: u16, code: &str) -> S
 pub struct RawUpstream {
     pub url: String,
     connections: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
     heads: Arc<Mutex<Vec<String>>>,
     close_after_answer: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -360,18 +361,24 @@ impl RawUpstream {
         let up = RawUpstream {
             url: format!("http://{addr}"),
             connections: Arc::new(AtomicUsize::new(0)),
+            closed: Arc::new(AtomicUsize::new(0)),
             heads: Arc::new(Mutex::new(Vec::new())),
             close_after_answer: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
-        let (connections, heads, close) = (
+        let (connections, closed, heads, close) = (
             up.connections.clone(),
+            up.closed.clone(),
             up.heads.clone(),
             up.close_after_answer.clone(),
         );
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
                 connections.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(raw_connection(sock, heads.clone(), close.clone()));
+                let (closed, heads, close) = (closed.clone(), heads.clone(), close.clone());
+                tokio::spawn(async move {
+                    raw_connection(sock, heads, close).await;
+                    closed.fetch_add(1, Ordering::SeqCst);
+                });
             }
         });
         up
@@ -380,6 +387,11 @@ impl RawUpstream {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections that ended so far (closed by either side).
+    pub fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// The request line and headers of each request so far, lower-cased.
