@@ -748,28 +748,36 @@ async fn per_thread_workers_serve_with_shared_state() {
     wait_for("records", || usage.records().len() == 40).await;
 }
 
+/// `gw` with the deployment `chat` (model `m`) on `upstream`, served by one worker thread (so
+/// one pool of upstream connections); returns the base URL.
+fn one_worker_in_front_of(gw: Gateway, upstream: &str) -> String {
+    gw.set_deployments(deployments(&format!(
+        "deployments:\n{}",
+        one("chat", "m", upstream, "")
+    )))
+    .unwrap();
+    serve_workers(gw, 1)
+}
+
+/// A chat request through the gateway at `base` to a `RawUpstream`, answered by it.
+fn raw_chat(base: &str) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let base = base.to_owned();
+    async move {
+        let r = post_json(&base, "/v1/chat/completions", &chat_body("m")).await;
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["id"], "raw");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_kept_alive_reused_and_replaced_when_closed() {
     let up = RawUpstream::start().await;
     // The base URL has a path: it prefixes the OpenAI path, in origin form, with `Host` set.
     let usage = Arc::new(MemorySink::new());
     let gw = Gateway::builder(keys()).usage_sink(usage.clone()).build();
-    gw.set_deployments(deployments(&format!(
-        "deployments:\n{}",
-        one("chat", "m", &format!("{}/prefix", up.url), "")
-    )))
-    .unwrap();
-    // One worker thread, so one pool of upstream connections.
-    let base = serve_workers(gw, 1);
-    let chat = || {
-        let base = base.clone();
-        async move {
-            let r = post_json(&base, "/v1/chat/completions", &chat_body("m")).await;
-            assert_eq!(r.status(), 200);
-            let v: Value = r.json().await.unwrap();
-            assert_eq!(v["id"], "raw");
-        }
-    };
+    let base = one_worker_in_front_of(gw, &format!("{}/prefix", up.url));
+    let chat = || raw_chat(&base);
     for _ in 0..10 {
         chat().await;
     }
@@ -842,19 +850,8 @@ async fn upstream_connections_idle_past_the_pool_timeout_are_closed_not_reused()
             ..GatewayOptions::default()
         })
         .build();
-    gw.set_deployments(deployments(&format!(
-        "deployments:\n{}",
-        one("chat", "m", &up.url, "")
-    )))
-    .unwrap();
-    let base = serve_workers(gw, 1);
-    let chat = || {
-        let base = base.clone();
-        async move {
-            let r = post_json(&base, "/v1/chat/completions", &chat_body("m")).await;
-            assert_eq!(r.status(), 200);
-        }
-    };
+    let base = one_worker_in_front_of(gw, &up.url);
+    let chat = || raw_chat(&base);
     // Concurrent requests leave several idle connections.
     let tasks: Vec<_> = (0..8).map(|_| tokio::spawn(chat())).collect();
     for t in tasks {
